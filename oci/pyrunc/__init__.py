@@ -1,0 +1,1 @@
+"""pyrunc: a pure-Python OCI runtime speaking the runc command-line interface."""
