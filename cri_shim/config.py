@@ -1,0 +1,206 @@
+"""Daemon configuration: defaults, the TOML file, command-line overrides.
+
+Precedence, lowest first: built-in defaults, the TOML file given with --config,
+then flags. `cri-shim config` prints the effective result as TOML, so its output is
+itself a valid config file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cri_shim.errors import InvalidArgument
+
+DEFAULT_STATE_DIR = "/run/cri-shim"
+DEFAULT_ROOT_DIR = "/var/lib/cri-shim"
+DEFAULT_SOCKET = "/run/cri-shim/cri-shim.sock"
+CGROUP_DRIVERS = ("cgroupfs", "systemd")
+
+
+@dataclass
+class RuntimeHandlerConfig:
+    """One CRI runtime handler: a binary speaking the runc command-line interface."""
+
+    binary: str
+    # --root for the runtime's own state; empty means <state_dir>/runtimes/<name>.
+    root: str = ""
+    # Kind of runtime; only "oci" (a runc-compatible CLI) exists today.
+    type: str = "oci"
+    # Extra global flags passed before the verb, e.g. ["--debug"].
+    extra_args: list[str] = field(default_factory=list)
+    # Handler-specific knobs, passed through to the adapter untouched.
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CNIConfig:
+    conf_dir: str = "/etc/cni/net.d"
+    bin_dirs: list[str] = field(default_factory=lambda: ["/usr/lib/cni", "/opt/cni/bin"])
+    # Where ADD results are cached so DEL works after a restart.
+    cache_dir: str = ""
+
+
+@dataclass
+class ImageConfig:
+    # Registries reachable over plain http (localhost/127.0.0.1 always are).
+    insecure_registries: list[str] = field(default_factory=list)
+    # registry host -> mirror endpoints tried in order before the registry itself.
+    mirrors: dict[str, list[str]] = field(default_factory=dict)
+    # A docker-style config.json with "auths"; empty means none.
+    auth_file: str = ""
+    max_concurrent_downloads: int = 3
+    # Seconds without any byte received before a pull fails.
+    pull_progress_timeout: float = 60.0
+    # Seconds a whole pull may take.
+    pull_deadline: float = 1800.0
+    # Seconds between progress lines in the daemon log.
+    pull_progress_interval: float = 5.0
+    snapshotter: str = "overlayfs"
+
+
+@dataclass
+class Config:
+    socket: str = DEFAULT_SOCKET
+    state_dir: str = DEFAULT_STATE_DIR
+    root_dir: str = DEFAULT_ROOT_DIR
+    log_level: str = "info"
+    cgroup_driver: str = "cgroupfs"
+    conmon: str = "conmon"
+    # PID-namespace holder for pods that share one.
+    pause_init: str = "catatonit"
+    default_runtime: str = "runc"
+    runtimes: dict[str, RuntimeHandlerConfig] = field(default_factory=dict)
+    cni: CNIConfig = field(default_factory=CNIConfig)
+    images: ImageConfig = field(default_factory=ImageConfig)
+
+    def __post_init__(self) -> None:
+        if not self.runtimes:
+            self.runtimes = default_runtimes()
+
+    def runtime_root(self, handler: str) -> Path:
+        rt = self.runtimes[handler]
+        return Path(rt.root) if rt.root else Path(self.state_dir) / "runtimes" / handler
+
+    def cni_cache_dir(self) -> Path:
+        return Path(self.cni.cache_dir) if self.cni.cache_dir else Path(self.state_dir) / "cni"
+
+    def validate(self) -> None:
+        if self.cgroup_driver not in CGROUP_DRIVERS:
+            raise InvalidArgument(
+                f"cgroup_driver {self.cgroup_driver!r} is not one of {', '.join(CGROUP_DRIVERS)}"
+            )
+        if self.default_runtime not in self.runtimes:
+            raise InvalidArgument(
+                f"default_runtime {self.default_runtime!r} is not a configured handler "
+                f"(known: {', '.join(sorted(self.runtimes))})"
+            )
+        for name, rt in self.runtimes.items():
+            if rt.type != "oci":
+                raise InvalidArgument(f"runtime handler {name!r}: unknown type {rt.type!r}")
+            if not rt.binary:
+                raise InvalidArgument(f"runtime handler {name!r}: binary is empty")
+        for key in ("socket", "state_dir", "root_dir"):
+            if not Path(getattr(self, key)).is_absolute():
+                raise InvalidArgument(f"{key} must be an absolute path, got {getattr(self, key)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_runtimes() -> dict[str, RuntimeHandlerConfig]:
+    return {
+        "runc": RuntimeHandlerConfig(binary="runc"),
+        "crun": RuntimeHandlerConfig(binary="crun"),
+        "pyrunc": RuntimeHandlerConfig(binary="pyrunc"),
+    }
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Construct dataclass `cls` from a TOML table, rejecting unknown keys by name."""
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise InvalidArgument(f"config: unknown key {where}{key!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    data = dict(data)
+    runtimes = data.pop("runtimes", None)
+    cni = data.pop("cni", None)
+    images = data.pop("images", None)
+    cfg: Config = _build(Config, data, "")
+    if runtimes is not None:
+        if not isinstance(runtimes, dict):
+            raise InvalidArgument("config: [runtimes] must be a table of handlers")
+        merged = default_runtimes()
+        for name, table in runtimes.items():
+            if not isinstance(table, dict):
+                raise InvalidArgument(f"config: [runtimes.{name}] must be a table")
+            merged[name] = _build(RuntimeHandlerConfig, table, f"runtimes.{name}.")
+        cfg.runtimes = merged
+    if cni is not None:
+        cfg.cni = _build(CNIConfig, cni, "cni.")
+    if images is not None:
+        cfg.images = _build(ImageConfig, images, "images.")
+    return cfg
+
+
+def load(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the TOML file at `path` (if any), then non-None `overrides`."""
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise InvalidArgument(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise InvalidArgument(f"config file {path} is not valid TOML: {e}") from None
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    cfg = from_dict(data)
+    cfg.validate()
+    return cfg
+
+
+def to_toml(cfg: Config) -> str:
+    """Render the configuration as TOML (only the types Config uses)."""
+    out: list[str] = []
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{key(k)} = {scalar(x)}" for k, x in v.items()) + "}"
+        raise TypeError(f"cannot render {type(v).__name__} as TOML")
+
+    def key(k: str) -> str:
+        return k if k.replace("_", "").replace("-", "").isalnum() else scalar(k)
+
+    def table(name: str, d: dict[str, Any]) -> None:
+        plain = {k: v for k, v in d.items() if not (isinstance(v, dict) and k in SUBTABLES)}
+        if name:
+            out.append(f"\n[{name}]")
+        for k, v in plain.items():
+            out.append(f"{key(k)} = {scalar(v)}")
+
+    SUBTABLES = {"runtimes", "cni", "images"}
+    d = cfg.to_dict()
+    table("", d)
+    for name, rt in d["runtimes"].items():
+        table(f"runtimes.{key(name)}", rt)
+    table("cni", d["cni"])
+    table("images", d["images"])
+    return "\n".join(out) + "\n"

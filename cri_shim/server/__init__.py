@@ -1,0 +1,1 @@
+"""The gRPC side: services (one module per RPC family) and the call interceptor."""

@@ -1,0 +1,131 @@
+"""The one place where every RPC is logged and exceptions become gRPC statuses."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from cri_shim.errors import CRIError
+
+log = logging.getLogger("cri_shim.rpc")
+
+# Calls the kubelet makes every second or so; logged at DEBUG to keep INFO readable.
+POLLING = frozenset({
+    "Version", "Status", "ListPodSandbox", "ListContainers", "ListImages", "ImageStatus",
+    "ImageFsInfo", "PodSandboxStatus", "ContainerStatus", "ListContainerStats",
+    "ListPodSandboxStats", "ContainerStats", "PodSandboxStats", "ListMetricDescriptors",
+    "ListPodSandboxMetrics", "RuntimeConfig",
+})
+
+
+def status_for(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
+    """Map an exception to (code, message). Unknown exceptions are INTERNAL."""
+    if isinstance(exc, CRIError):
+        return exc.code, exc.message
+    code = _oci_code(exc)
+    if code is not None:
+        return code, str(exc)
+    if isinstance(exc, NotImplementedError):
+        return grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by cri-shim"
+    if isinstance(exc, TimeoutError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, f"{method}: timed out: {exc}".rstrip(": ")
+    return grpc.StatusCode.INTERNAL, f"{method}: internal error: {type(exc).__name__}: {exc}"
+
+
+def _oci_code(exc: BaseException) -> grpc.StatusCode | None:
+    """Errors of the low-level layer carry no gRPC knowledge; their kind decides."""
+    if not type(exc).__module__.startswith("oci"):
+        return None
+    for cls in type(exc).__mro__:
+        code = _OCI_CODES.get(cls.__name__)
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+_OCI_CODES = {
+    "ContainerNotFound": grpc.StatusCode.NOT_FOUND,
+    "ContainerAlreadyExists": grpc.StatusCode.ALREADY_EXISTS,
+    "WrongState": grpc.StatusCode.FAILED_PRECONDITION,
+    "InvalidSpec": grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+
+class LoggingInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        full = details.method  # "/runtime.v1.RuntimeService/Version"
+        short = full.rsplit("/", 1)[-1]
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, short),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, short),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _log_done(method: str, start: float, exc: BaseException | None, code: grpc.StatusCode | None) -> None:
+    ms = (time.monotonic() - start) * 1000
+    if exc is None:
+        level = logging.DEBUG if method in POLLING else logging.INFO
+        log.log(level, "%s ok in %.1f ms", method, ms)
+    elif code == grpc.StatusCode.INTERNAL:
+        log.error("%s failed in %.1f ms: %s", method, ms, exc, exc_info=exc)
+    else:
+        log.warning("%s -> %s in %.1f ms: %s", method, code.name if code else "?", ms, exc)
+
+
+def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        start = time.monotonic()
+        try:
+            result = await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this is the conversion point
+            code, message = status_for(exc, method)
+            _log_done(method, start, exc, code)
+            await context.abort(code, message)
+        _log_done(method, start, None, None)
+        return result
+
+    return call
+
+
+def _wrap_stream(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        start = time.monotonic()
+        try:
+            produced = behavior(request, context)
+            if inspect.isasyncgen(produced):
+                async for item in produced:
+                    yield item
+            else:
+                await produced
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this is the conversion point
+            code, message = status_for(exc, method)
+            _log_done(method, start, exc, code)
+            await context.abort(code, message)
+        _log_done(method, start, None, None)
+
+    return call

@@ -1,0 +1,20 @@
+"""runtime.v1.RuntimeService, assembled from one mixin per RPC family."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cri_shim.criapi import api_pb2_grpc
+from cri_shim.server.runtime_info import RuntimeInfoRPCs
+from cri_shim.server.unimplemented import fill_unimplemented
+
+if TYPE_CHECKING:
+    from cri_shim.daemon import Daemon
+
+
+class RuntimeService(RuntimeInfoRPCs, api_pb2_grpc.RuntimeServiceServicer):
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+
+fill_unimplemented(RuntimeService, api_pb2_grpc.RuntimeServiceServicer, "RuntimeService")
