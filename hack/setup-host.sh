@@ -1,0 +1,86 @@
+#!/bin/sh
+# Prepare a Debian/Ubuntu host for cri-shim and its tests. Idempotent: run it as
+# often as you like; it only installs or changes what is missing.
+#   - OS packages: OCI runtimes, conmon, catatonit, CNI plugins, and test needs
+#   - the project virtualenv in .venv with cri-shim installed (editable) plus dev tools
+#   - cgroups: in hybrid mode, give controllers that are only on the cgroup2 root
+#     (typically hugetlb) a v1 mount, because crun refuses hybrid hosts otherwise
+#   - a default CNI bridge network in /etc/cni/net.d when that directory has none
+set -eu
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+[ "$(id -u)" = 0 ] || { echo "setup-host.sh: run as root" >&2; exit 1; }
+
+PACKAGES="runc crun conmon catatonit containernetworking-plugins criu iptables iproute2
+util-linux libseccomp2 docker-registry skopeo umoci busybox-static apache2-utils python3-venv"
+
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "setup-host: installing$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $missing
+fi
+# Debian enables the registry as a service on install; tests start their own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active -q docker-registry 2>/dev/null; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
+
+# --- virtualenv ---------------------------------------------------------------
+py=${PYTHON:-python3}
+if [ ! -x "$here/.venv/bin/python" ]; then
+    "$py" -m venv "$here/.venv"
+fi
+stamp="$here/.venv/.cri-shim-installed"
+if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
+    "$here/.venv/bin/pip" install -q -e "$here[dev]"
+    # Reference descriptor for the wire-compatibility test; it pins an old protobuf,
+    # so it comes without its dependencies and is never imported.
+    "$here/.venv/bin/pip" install -q --no-deps container-runtime-interface-api
+    touch "$stamp"
+fi
+
+# --- cgroups ------------------------------------------------------------------
+fstype=$(stat -f -c %T /sys/fs/cgroup 2>/dev/null || echo none)
+if [ "$fstype" = tmpfs ] && [ -f /sys/fs/cgroup/unified/cgroup.controllers ]; then
+    for ctrl in $(cat /sys/fs/cgroup/unified/cgroup.controllers); do
+        if ! grep -qE "^cgroup /sys/fs/cgroup/[^ ]* cgroup [^ ]*\b$ctrl\b" /proc/mounts; then
+            echo "setup-host: giving cgroup controller $ctrl a v1 mount (hybrid mode)"
+            mkdir -p "/sys/fs/cgroup/$ctrl"
+            mount -t cgroup -o "$ctrl" cgroup "/sys/fs/cgroup/$ctrl"
+        fi
+    done
+fi
+
+# --- CNI ----------------------------------------------------------------------
+mkdir -p /etc/cni/net.d
+if [ -z "$(find /etc/cni/net.d -maxdepth 1 -name '*.conf*' -o -maxdepth 1 -name '*.json' | head -1)" ]; then
+    echo "setup-host: installing the default CNI network /etc/cni/net.d/10-cri-shim.conflist"
+    cat > /etc/cni/net.d/10-cri-shim.conflist <<'JSON'
+{
+  "cniVersion": "1.0.0",
+  "name": "cri-shim",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "crishim0",
+      "isGateway": true,
+      "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "10.88.0.0/16"}]],
+        "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}},
+    {"type": "loopback"}
+  ]
+}
+JSON
+fi
+echo "setup-host: ready"
