@@ -15,7 +15,6 @@ from google.protobuf import descriptor_pb2
 
 from cri_shim.criapi import api_pb2
 
-
 BYTES = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
 # cri-api v0.36 turned KeyValue.value from string into bytes so env values can carry
 # binary data (upstream "Restore ability to plumb binary data through envvar values").
