@@ -1,0 +1,1 @@
+"""Containers: OCI spec generation, conmon supervision, the container store."""
