@@ -1,0 +1,606 @@
+"""The container lifecycle: create under conmon, start, stop, remove, status, exec.
+
+The manager holds an in-memory index (answers List and Status without I/O) backed
+by the sqlite store, a per-container lock for mutating calls, and one background
+task that notices exits recorded by conmon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cri_shim.config import Config
+from cri_shim.containers import conmon
+from cri_shim.containers.spec_gen import ImageContext, PodContext, build_spec
+from cri_shim.containers.store import (
+    CREATED,
+    CREATING,
+    EXITED,
+    RUNNING,
+    ContainerMeta,
+    ContainerState,
+    ContainerStore,
+)
+from cri_shim.criapi import api_pb2 as pb
+from cri_shim.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from cri_shim.runtime_handlers import HandlerRegistry
+from oci.cli_runtime import CLIRuntime
+from oci.errors import ContainerNotFound, OCIRuntimeError
+
+log = logging.getLogger("cri_shim.containers")
+
+EXIT_POLL_INTERVAL = 0.2
+EXEC_OUTPUT_LIMIT = 16 << 20
+TRUNCATED_MARKER = b"\n[cri-shim: output truncated at 16 MiB]\n"
+
+STATE_TO_PB = {
+    CREATING: pb.CONTAINER_UNKNOWN,
+    CREATED: pb.CONTAINER_CREATED,
+    RUNNING: pb.CONTAINER_RUNNING,
+    EXITED: pb.CONTAINER_EXITED,
+}
+
+
+@dataclass
+class PodInfo:
+    """What the pod side tells the container side about one pod."""
+
+    context: PodContext
+    handler: str
+    log_directory: str
+    ready: bool
+    config: pb.PodSandboxConfig = field(default_factory=pb.PodSandboxConfig)
+
+
+class PodProvider(Protocol):
+    def container_pod(self, pod_id: str) -> PodInfo:
+        """The pod, or NotFound naming it."""
+        ...
+
+
+@dataclass
+class ResolvedImage:
+    id: str  # config digest, "sha256:..."
+    repo_ref: str  # a repo digest reference, for ContainerStatus.image_ref
+    config: dict[str, Any]  # the image config's "config" object
+
+
+class ImageProvider(Protocol):
+    async def resolve(self, ref: str) -> ResolvedImage:
+        """The local image named by ref (tag, digest or id); NotFound when absent."""
+        ...
+
+    async def prepare_rootfs(self, container_id: str, image_id: str) -> Path:
+        """A writable, mounted root file system for the container."""
+        ...
+
+    async def release_rootfs(self, container_id: str) -> None: ...
+
+    def rootfs_usage(self, container_id: str) -> tuple[int, int] | None:
+        """(bytes, inodes) used by the container's writable layer."""
+        ...
+
+
+@dataclass
+class Container:
+    meta: ContainerMeta
+    status: ContainerState
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def config(self) -> pb.ContainerConfig:
+        return pb.ContainerConfig.FromString(self.meta.config)
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+class ContainerManager:
+    def __init__(
+        self,
+        config: Config,
+        handlers: HandlerRegistry,
+        pods: PodProvider,
+        images: ImageProvider,
+        publish: Callable[[str, int, str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.handlers = handlers
+        self.pods = pods
+        self.images = images
+        # publish(container_id, pb.ContainerEventType, pod_id)
+        self.publish = publish or (lambda cid, kind, pod: None)
+        self.dir = Path(config.state_dir) / "containers"
+        self.exit_dir = Path(config.state_dir) / "exits"
+        self.socket_dir = Path(config.state_dir) / "sockets"
+        self.store = ContainerStore(Path(config.root_dir) / "containers.db")
+        self.containers: dict[str, Container] = {}
+        self.names: dict[str, str] = {}
+        self._runtimes: dict[str, CLIRuntime] = {}
+        self._watcher: asyncio.Task[None] | None = None
+
+    # --- component lifecycle -------------------------------------------------
+
+    async def start(self) -> None:
+        for d in (self.dir, self.exit_dir, self.socket_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for meta, status in await asyncio.to_thread(self.store.load):
+            c = Container(meta, status)
+            self.containers[meta.id] = c
+            self.names[self._name_key(meta)] = meta.id
+        await self._recover()
+        self._watcher = asyncio.create_task(self._watch_exits())
+
+    async def stop(self) -> None:
+        if self._watcher:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        self.store.close()
+
+    async def _recover(self) -> None:
+        """Reconcile records with reality after a restart (or crash)."""
+        for c in list(self.containers.values()):
+            if c.status.state == CREATING:
+                log.info("container %s: cleaning up a half-created container", c.meta.id)
+                await self._destroy(c)
+                continue
+            if c.status.state in (CREATED, RUNNING):
+                self._check_exit(c)
+                if c.status.state != EXITED and not conmon.conmon_alive(Path(c.meta.bundle)):
+                    # The monitor died with the container and left no exit code.
+                    self._mark_exited(c, 255, "Error", "container monitor (conmon) is gone")
+
+    # --- helpers --------------------------------------------------------------
+
+    @staticmethod
+    def _name_key(meta: ContainerMeta) -> str:
+        return f"{meta.pod_id}/{meta.name}/{meta.attempt}"
+
+    def runtime_for(self, handler_name: str) -> CLIRuntime:
+        rt = self._runtimes.get(handler_name)
+        if rt is None:
+            h = self.handlers.get(handler_name)
+            assert h.path
+            rt = CLIRuntime(h.path, h.root, name=h.name, global_args=h.config.extra_args)
+            self._runtimes[handler_name] = rt
+        return rt
+
+    def get(self, container_id: str) -> Container:
+        """By full id or unique prefix, as crictl allows."""
+        if not container_id:
+            raise InvalidArgument("container id is empty")
+        c = self.containers.get(container_id)
+        if c is not None:
+            return c
+        matches = [c for cid, c in self.containers.items() if cid.startswith(container_id)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"container id prefix {container_id!r} is ambiguous")
+        raise NotFound(f"container {container_id!r} not found")
+
+    def find(self, container_id: str) -> Container | None:
+        try:
+            return self.get(container_id)
+        except NotFound:
+            return None
+
+    def _persist(self, c: Container) -> None:
+        self.store.put_status(c.meta.id, c.status)
+
+    def _check_exit(self, c: Container) -> bool:
+        if c.status.state not in (CREATED, RUNNING):
+            return False
+        got = conmon.read_exit_code(self.exit_dir, c.meta.id)
+        if got is None:
+            return False
+        code, when = got
+        persist = Path(c.meta.bundle) / "persist"
+        if conmon.oom_killed(persist):
+            reason = "OOMKilled"
+        elif code == 0:
+            reason = "Completed"
+        else:
+            reason = "Error"
+        self._mark_exited(c, code, reason, "", int(when * 1e9))
+        return True
+
+    def _mark_exited(self, c: Container, code: int, reason: str, message: str,
+                     when: int | None = None) -> None:
+        c.status.state = EXITED
+        c.status.exit_code = code
+        c.status.finished_at = when or now_ns()
+        c.status.reason = reason
+        c.status.message = message
+        self._persist(c)
+        self.publish(c.meta.id, pb.CONTAINER_STOPPED_EVENT, c.meta.pod_id)
+
+    async def _watch_exits(self) -> None:
+        while True:
+            await asyncio.sleep(EXIT_POLL_INTERVAL)
+            try:
+                for c in list(self.containers.values()):
+                    if c.status.state == RUNNING and not c.lock.locked():
+                        self._check_exit(c)
+            except Exception:  # noqa: BLE001 - the watcher must survive one bad record
+                log.exception("exit watcher")
+
+    # --- CRI calls ----------------------------------------------------------------
+
+    async def create(self, pod_id: str, cfg: pb.ContainerConfig,
+                     sandbox_config: pb.PodSandboxConfig | None = None) -> str:
+        if not cfg.HasField("metadata") or not cfg.metadata.name:
+            raise InvalidArgument("container config has no metadata.name")
+        if not cfg.image.image:
+            raise InvalidArgument(f"container {cfg.metadata.name!r}: no image given")
+        if not pod_id:
+            raise InvalidArgument("pod_sandbox_id is empty")
+        pod = self.pods.container_pod(pod_id)
+        if not pod.ready:
+            raise FailedPrecondition(f"pod sandbox {pod_id} is not ready")
+        pod_id = pod.context.id
+        key = f"{pod_id}/{cfg.metadata.name}/{cfg.metadata.attempt}"
+        if key in self.names:
+            raise AlreadyExists(
+                f"container name {cfg.metadata.name!r} (attempt {cfg.metadata.attempt}) in pod "
+                f"{pod_id} is reserved by container {self.names[key]}"
+            )
+        image = await self.images.resolve(cfg.image.image)
+        if cfg.log_path and not pod.log_directory:
+            raise InvalidArgument("log_path given but the pod has no log_directory")
+        log_path = os.path.join(pod.log_directory, cfg.log_path) if cfg.log_path else ""
+        cid = new_id()
+        bundle = self.dir / cid
+        stop_signal = str(image.config.get("StopSignal") or "SIGTERM")
+        meta = ContainerMeta(
+            id=cid, pod_id=pod_id, name=cfg.metadata.name, attempt=cfg.metadata.attempt,
+            config=cfg.SerializeToString(), image_ref=cfg.image.image, image_id=image.id,
+            image_repo_ref=image.repo_ref, handler=pod.handler, bundle=str(bundle),
+            log_path=log_path, created_at=now_ns(), stop_signal=stop_signal,
+        )
+        c = Container(meta, ContainerState())
+        # Record first (crash safety), reserve the name, then build things.
+        await asyncio.to_thread(self.store.put, meta, c.status)
+        self.containers[cid] = c
+        self.names[key] = cid
+        async with c.lock:
+            try:
+                await self._create_in_runtime(c, cfg, pod, image, sandbox_config)
+            except BaseException:
+                await self._destroy(c)
+                raise
+        self.publish(cid, pb.CONTAINER_CREATED_EVENT, pod_id)
+        return cid
+
+    async def _create_in_runtime(self, c: Container, cfg: pb.ContainerConfig, pod: PodInfo,
+                                 image: ResolvedImage, sandbox_config: pb.PodSandboxConfig | None) -> None:
+        bundle = Path(c.meta.bundle)
+        bundle.mkdir(parents=True, exist_ok=False, mode=0o700)
+        rootfs = await self.images.prepare_rootfs(c.meta.id, image.id)
+        spec = build_spec(cfg, c.meta.id, pod.context, ImageContext(c.meta.image_ref, image.config),
+                          rootfs, sandbox_config or pod.config)
+        ns = cfg.linux.security_context.namespace_options
+        if ns.pid == pb.TARGET:
+            target = self.get(ns.target_id)
+            if target.status.state != RUNNING or not target.status.pid:
+                raise FailedPrecondition(f"pid namespace target container {ns.target_id} is not running")
+            assert spec.linux is not None
+            for n in spec.linux.namespaces or []:
+                if n.type == "pid":
+                    n.path = f"/proc/{target.status.pid}/ns/pid"
+        c.meta.cgroups_path = spec.linux.cgroups_path or "" if spec.linux else ""
+        if spec.process is not None:
+            c.meta.uid = spec.process.user.uid
+            c.meta.gid = spec.process.user.gid
+            c.meta.supplemental_groups = list(spec.process.user.additional_gids or [])
+        await asyncio.to_thread(_write_atomic, bundle / "config.json", spec.to_json(indent=1).encode())
+        if c.meta.log_path:
+            Path(c.meta.log_path).parent.mkdir(parents=True, exist_ok=True)
+        handler = self.handlers.get(c.meta.handler)
+        assert handler.path
+        args = conmon.ConmonArgs(
+            conmon=self.config.conmon, runtime_path=handler.path, runtime_root=str(handler.root),
+            container_id=c.meta.id, name=c.meta.name, bundle=bundle,
+            log_path=c.meta.log_path or str(bundle / "console.log"),
+            exit_dir=self.exit_dir, persist_dir=bundle / "persist", socket_dir=self.socket_dir,
+            stdin=cfg.stdin, stdin_once=cfg.stdin_once, terminal=cfg.tty,
+            runtime_args=tuple(handler.config.extra_args),
+        )
+        handler.root.mkdir(parents=True, exist_ok=True)
+        pid = await conmon.create(args)
+        c.status.state = CREATED
+        c.status.pid = pid
+        await asyncio.to_thread(self.store.put, c.meta, c.status)
+
+    async def _destroy(self, c: Container) -> None:
+        """Remove everything a container owns, tolerating parts that never existed."""
+        meta = c.meta
+        try:
+            rt = self.runtime_for(meta.handler)
+            with contextlib.suppress(ContainerNotFound):
+                await rt.delete(meta.id, force=True)
+        except (OCIRuntimeError, NotFound, FailedPrecondition) as e:
+            log.warning("container %s: runtime delete: %s", meta.id, e)
+        with contextlib.suppress(Exception):
+            await self.images.release_rootfs(meta.id)
+        await asyncio.to_thread(shutil.rmtree, meta.bundle, True)
+        with contextlib.suppress(FileNotFoundError):
+            (self.exit_dir / meta.id).unlink()
+        await asyncio.to_thread(self.store.delete, meta.id)
+        self.containers.pop(meta.id, None)
+        key = self._name_key(meta)
+        if self.names.get(key) == meta.id:
+            del self.names[key]
+
+    async def start_container(self, container_id: str) -> None:
+        c = self.get(container_id)
+        async with c.lock:
+            if c.status.state != CREATED:
+                raise FailedPrecondition(
+                    f"container {c.meta.id} is {c.status.state}, only a created container can start"
+                )
+            try:
+                await self.runtime_for(c.meta.handler).start(c.meta.id)
+            except OCIRuntimeError as e:
+                self._mark_exited(c, 128, "StartError", str(e))
+                raise
+            c.status.state = RUNNING
+            c.status.started_at = now_ns()
+            self._persist(c)
+        self.publish(c.meta.id, pb.CONTAINER_STARTED_EVENT, c.meta.pod_id)
+
+    async def stop_container(self, container_id: str, timeout: int) -> None:
+        c = self.find(container_id)
+        if c is None:
+            return  # idempotent: stopping a missing container succeeds
+        async with c.lock:
+            await self._stop_locked(c, timeout)
+
+    async def _stop_locked(self, c: Container, timeout: int) -> None:
+        self._check_exit(c)
+        if c.status.state == EXITED:
+            return
+        if c.status.state == CREATING:
+            return
+        rt = self.runtime_for(c.meta.handler)
+        if c.status.state == CREATED:
+            # Never started: nothing to signal gracefully.
+            with contextlib.suppress(OCIRuntimeError):
+                await rt.kill(c.meta.id, signal.SIGKILL)
+        else:
+            if timeout > 0:
+                with contextlib.suppress(ContainerNotFound, OCIRuntimeError):
+                    await rt.kill(c.meta.id, _signal_number(c.meta.stop_signal))
+                if await self._wait_exit(c, timeout):
+                    return
+            with contextlib.suppress(ContainerNotFound, OCIRuntimeError):
+                await rt.kill(c.meta.id, signal.SIGKILL, all=True)
+        if not await self._wait_exit(c, 10):
+            if c.status.state != EXITED:
+                self._mark_exited(c, 137, "Error", "container did not report an exit after SIGKILL")
+
+    async def _wait_exit(self, c: Container, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._check_exit(c) or c.status.state == EXITED:
+                return True
+            if not conmon.conmon_alive(Path(c.meta.bundle)):
+                # conmon writes the exit file before exiting; look once more.
+                await asyncio.sleep(0.05)
+                if self._check_exit(c):
+                    return True
+                if c.status.state == CREATED:
+                    self._mark_exited(c, 137, "Error", "killed before start")
+                    return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def remove_container(self, container_id: str) -> None:
+        c = self.find(container_id)
+        if c is None:
+            return
+        async with c.lock:
+            if c.status.state in (CREATED, RUNNING):
+                # CRI: removing a running container removes it forcibly.
+                await self._stop_locked(c, 0)
+            await self._destroy(c)
+        self.publish(c.meta.id, pb.CONTAINER_DELETED_EVENT, c.meta.pod_id)
+
+    def pod_containers(self, pod_id: str) -> list[Container]:
+        return [c for c in self.containers.values() if c.meta.pod_id == pod_id]
+
+    async def stop_pod(self, pod_id: str, timeout: int = 0) -> None:
+        await asyncio.gather(*(self.stop_container(c.meta.id, timeout) for c in self.pod_containers(pod_id)))
+
+    async def remove_pod(self, pod_id: str) -> None:
+        await asyncio.gather(*(self.remove_container(c.meta.id) for c in self.pod_containers(pod_id)))
+
+    # --- queries ------------------------------------------------------------------
+
+    def to_pb(self, c: Container) -> pb.Container:
+        cfg = c.config
+        return pb.Container(
+            id=c.meta.id, pod_sandbox_id=c.meta.pod_id, metadata=cfg.metadata,
+            image=pb.ImageSpec(image=c.meta.image_id, user_specified_image=c.meta.image_ref),
+            image_ref=c.meta.image_repo_ref or c.meta.image_id, state=STATE_TO_PB[c.status.state],
+            created_at=c.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
+            image_id=c.meta.image_id,
+        )
+
+    def list(self, f: pb.ContainerFilter | None) -> list[pb.Container]:
+        out = []
+        for c in list(self.containers.values()):
+            if f is not None:
+                if f.id and not c.meta.id.startswith(f.id):
+                    continue
+                if f.pod_sandbox_id and not c.meta.pod_id.startswith(f.pod_sandbox_id):
+                    continue
+                if f.HasField("state") and STATE_TO_PB[c.status.state] != f.state.state:
+                    continue
+                if f.label_selector:
+                    labels = c.config.labels
+                    if any(labels.get(k) != v for k, v in f.label_selector.items()):
+                        continue
+            out.append(self.to_pb(c))
+        return out
+
+    def status(self, container_id: str, verbose: bool = False) -> tuple[pb.ContainerStatus, dict[str, str]]:
+        c = self.get(container_id)
+        self._check_exit(c)
+        cfg = c.config
+        st = pb.ContainerStatus(
+            id=c.meta.id, metadata=cfg.metadata, state=STATE_TO_PB[c.status.state],
+            created_at=c.meta.created_at, started_at=c.status.started_at,
+            finished_at=c.status.finished_at, exit_code=c.status.exit_code,
+            image=pb.ImageSpec(image=c.meta.image_ref, user_specified_image=c.meta.image_ref),
+            image_ref=c.meta.image_repo_ref or c.meta.image_id, reason=c.status.reason,
+            message=c.status.message, labels=cfg.labels, annotations=cfg.annotations,
+            mounts=cfg.mounts, log_path=c.meta.log_path, image_id=c.meta.image_id,
+        )
+        resources = (pb.LinuxContainerResources.FromString(c.status.resources)
+                     if c.status.resources else cfg.linux.resources)
+        st.resources.linux.CopyFrom(resources)
+        st.user.linux.uid = c.meta.uid
+        st.user.linux.gid = c.meta.gid
+        st.user.linux.supplemental_groups.extend(c.meta.supplemental_groups)
+        info: dict[str, str] = {}
+        if verbose:
+            spec_text = ""
+            with contextlib.suppress(OSError):
+                spec_text = (Path(c.meta.bundle) / "config.json").read_text()
+            info["info"] = json.dumps({
+                "sandboxID": c.meta.pod_id, "pid": c.status.pid, "runtimeHandler": c.meta.handler,
+                "bundle": c.meta.bundle, "cgroupsPath": c.meta.cgroups_path,
+                "runtimeSpec": json.loads(spec_text) if spec_text else None,
+            })
+        return st, info
+
+    # --- exec and resources -------------------------------------------------------------
+
+    async def exec_sync(self, container_id: str, cmd: list[str], timeout: int) -> pb.ExecSyncResponse:
+        c = self.get(container_id)
+        self._check_exit(c)
+        if c.status.state != RUNNING:
+            raise FailedPrecondition(f"container {c.meta.id} is not running ({c.status.state})")
+        if not cmd:
+            raise InvalidArgument(f"exec in container {c.meta.id}: empty command")
+        spec = json.loads((Path(c.meta.bundle) / "config.json").read_text())
+        process = dict(spec["process"], args=cmd, terminal=False)
+        process.pop("consoleSize", None)
+        handler = self.handlers.get(c.meta.handler)
+        assert handler.path
+        work = Path(c.meta.bundle) / f"exec-{secrets.token_hex(6)}"
+        work.mkdir()
+        try:
+            (work / "process.json").write_text(json.dumps(process))
+            proc = await asyncio.create_subprocess_exec(
+                handler.path, "--root", str(handler.root), *handler.config.extra_args, "exec",
+                "--process", str(work / "process.json"), "--pid-file", str(work / "pid"), c.meta.id,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            assert proc.stdout and proc.stderr
+            readers = asyncio.gather(_read_capped(proc.stdout), _read_capped(proc.stderr))
+            try:
+                out, err = await asyncio.wait_for(asyncio.shield(readers), timeout or None)
+                code = await proc.wait()
+            except TimeoutError:
+                with contextlib.suppress(OSError, ValueError):
+                    os.kill(int((work / "pid").read_text()), signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                readers.cancel()
+                raise DeadlineExceeded(
+                    f"exec {cmd[0]!r} in container {c.meta.id} timed out after {timeout}s"
+                ) from None
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return pb.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
+
+    async def update_resources(self, container_id: str, r: pb.LinuxContainerResources) -> None:
+        c = self.get(container_id)
+        async with c.lock:
+            if c.status.state not in (CREATED, RUNNING):
+                raise FailedPrecondition(f"container {c.meta.id} is {c.status.state}; cannot update it")
+            from oci.builder import SpecBuilder
+            from oci.spec import Spec
+
+            b = SpecBuilder(Spec(oci_version="1.1.0"))
+            from cri_shim.containers.spec_gen import apply_resources
+
+            apply_resources(b, r)
+            resources = b.spec.linux.resources if b.spec.linux else None
+            if resources is not None:
+                await self.runtime_for(c.meta.handler).update(c.meta.id, resources)
+            c.status.resources = r.SerializeToString()
+            self._persist(c)
+
+    async def reopen_log(self, container_id: str) -> None:
+        c = self.get(container_id)
+        if c.status.state != RUNNING:
+            raise FailedPrecondition(f"container {c.meta.id} is not running; its log cannot be reopened")
+        try:
+            conmon.send_ctl(Path(c.meta.bundle), conmon.CTL_REOPEN_LOG)
+        except OSError as e:
+            raise FailedPrecondition(f"container {c.meta.id}: cannot reach conmon: {e}") from None
+
+
+async def _read_capped(stream: asyncio.StreamReader) -> bytes:
+    buf = bytearray()
+    truncated = False
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            break
+        room = EXEC_OUTPUT_LIMIT - len(buf)
+        if room > 0:
+            buf += chunk[:room]
+        if len(chunk) > room:
+            truncated = True  # keep draining so the process is not blocked on a full pipe
+    return bytes(buf) + (TRUNCATED_MARKER if truncated else b"")
+
+
+def _signal_number(name: str) -> int:
+    name = name.strip().upper()
+    if name.isdigit():
+        return int(name)
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        return int(signal.SIGTERM)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,107 @@
+"""Container records in sqlite: an immutable metadata part and a mutable status part.
+
+Every write is one transaction; the in-memory index in the manager is rebuilt from
+here on start-up. Records are written before the things they describe exist, so a
+crash leaves a record in state "creating" that recovery cleans up.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Lifecycle states; CRI's CONTAINER_UNKNOWN is reported for "creating" leftovers.
+CREATING = "creating"
+CREATED = "created"
+RUNNING = "running"
+EXITED = "exited"
+
+
+@dataclass
+class ContainerMeta:
+    id: str
+    pod_id: str
+    name: str
+    attempt: int
+    # Serialized pb.ContainerConfig, kept whole so status and recovery see what was asked.
+    config: bytes
+    image_ref: str  # what the request named
+    image_id: str  # config digest
+    image_repo_ref: str  # repo digest (image_ref in CRI status)
+    handler: str
+    bundle: str
+    log_path: str
+    created_at: int  # ns
+    stop_signal: str = "SIGTERM"
+    cgroups_path: str = ""
+    uid: int = 0
+    gid: int = 0
+    supplemental_groups: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ContainerState:
+    state: str = CREATING
+    pid: int = 0
+    started_at: int = 0
+    finished_at: int = 0
+    exit_code: int = 0
+    reason: str = ""
+    message: str = ""
+    # Last resources applied by UpdateContainerResources (serialized pb.LinuxContainerResources).
+    resources: bytes = b""
+
+
+class ContainerStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS containers ("
+            " id TEXT PRIMARY KEY, meta TEXT NOT NULL, status TEXT NOT NULL)"
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def put(self, meta: ContainerMeta, status: ContainerState) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO containers (id, meta, status) VALUES (?, ?, ?)",
+                (meta.id, _dump(asdict(meta)), _dump(asdict(status))),
+            )
+
+    def put_status(self, container_id: str, status: ContainerState) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE containers SET status = ? WHERE id = ?", (_dump(asdict(status)), container_id)
+            )
+
+    def delete(self, container_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM containers WHERE id = ?", (container_id,))
+
+    def load(self) -> list[tuple[ContainerMeta, ContainerState]]:
+        with self._lock:
+            rows = self._db.execute("SELECT meta, status FROM containers").fetchall()
+        return [(ContainerMeta(**_load(m)), ContainerState(**_load(s))) for m, s in rows]
+
+
+def _dump(d: dict[str, Any]) -> str:
+    return json.dumps({k: (v.hex() if isinstance(v, bytes) else v) for k, v in d.items()}
+                      | {"__bytes__": [k for k, v in d.items() if isinstance(v, bytes)]})
+
+
+def _load(text: str) -> dict[str, Any]:
+    d = json.loads(text)
+    for k in d.pop("__bytes__", []):
+        d[k] = bytes.fromhex(d[k])
+    return d
