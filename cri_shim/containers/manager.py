@@ -604,3 +604,36 @@ def _write_atomic(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def container_stats(m: ContainerManager, c: Container) -> pb.ContainerStats:
+    """CPU and memory from the container's cgroup; the writable layer from the image side."""
+    from cri_shim.containers.cgroup_stats import read_usage
+
+    cfg = c.config
+    ts = now_ns()
+    st = pb.ContainerStats(attributes=pb.ContainerAttributes(
+        id=c.meta.id, metadata=cfg.metadata, labels=cfg.labels, annotations=cfg.annotations))
+    if c.status.state == RUNNING and c.meta.cgroups_path:
+        u = read_usage(c.meta.cgroups_path)
+        st.cpu.timestamp = ts
+        if u.cpu_ns is not None:
+            st.cpu.usage_core_nano_seconds.value = u.cpu_ns
+        st.memory.timestamp = ts
+        if u.working_set is not None:
+            st.memory.working_set_bytes.value = u.working_set
+        if u.memory_usage is not None:
+            st.memory.usage_bytes.value = u.memory_usage
+        if u.rss is not None:
+            st.memory.rss_bytes.value = u.rss
+        if u.page_faults is not None:
+            st.memory.page_faults.value = u.page_faults
+        if u.major_page_faults is not None:
+            st.memory.major_page_faults.value = u.major_page_faults
+    usage = m.images.rootfs_usage(c.meta.id)
+    if usage is not None:
+        st.writable_layer.timestamp = ts
+        st.writable_layer.fs_id.mountpoint = str(Path(m.config.root_dir))
+        st.writable_layer.used_bytes.value = usage[0]
+        st.writable_layer.inodes_used.value = usage[1]
+    return st
