@@ -59,7 +59,8 @@ def test_cgroup_v2_usage(tmp_path: Path) -> None:
     (d / "memory.current").write_text("10000\n")
     (d / "memory.stat").write_text("anon 4000\ninactive_file 3000\npgfault 7\npgmajfault 1\n")
     u = cgroup_stats.read_usage("/kubepods/c1", tmp_path)
-    assert (u.cpu_ns, u.memory_usage, u.working_set, u.rss, u.page_faults) == (1_500_000, 10000, 7000, 4000, 7)
+    got = (u.cpu_ns, u.memory_usage, u.working_set, u.rss, u.page_faults)
+    assert got == (1_500_000, 10000, 7000, 4000, 7)
 
 
 def test_cgroup_v1_usage(tmp_path: Path) -> None:
