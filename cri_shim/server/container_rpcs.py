@@ -101,3 +101,33 @@ class ContainerRPCs:
                 continue
             out.append(container_stats(self._containers, c))
         return pb.ListContainerStatsResponse(stats=out)
+
+    async def ListMetricDescriptors(
+        self, request: pb.ListMetricDescriptorsRequest, context: object
+    ) -> pb.ListMetricDescriptorsResponse:
+        from cri_shim.containers import metrics
+
+        return pb.ListMetricDescriptorsResponse(descriptors=metrics.descriptors())
+
+    async def ListPodSandboxMetrics(
+        self, request: pb.ListPodSandboxMetricsRequest, context: object
+    ) -> pb.ListPodSandboxMetricsResponse:
+        import time
+
+        from cri_shim.containers import metrics
+        from cri_shim.containers.store import RUNNING
+
+        ts = time.time_ns()
+        items = []
+        for c in list(self._containers.containers.values()):
+            if c.status.state != RUNNING or not c.meta.cgroups_path:
+                continue
+            cfg = c.config
+            labels = [
+                c.meta.name, c.meta.cgroups_path, c.meta.image_ref, c.meta.id,
+                cfg.labels.get("io.kubernetes.pod.namespace", ""),
+                cfg.labels.get("io.kubernetes.pod.name", ""),
+            ]
+            cm = metrics.container_metrics(c.meta.id, c.meta.cgroups_path, labels, ts)
+            items.append((c.meta.pod_id, cm))
+        return pb.ListPodSandboxMetricsResponse(pod_metrics=metrics.group_by_pod(items))
