@@ -40,6 +40,10 @@ from oci.spec import (
     validate,
 )
 
+# What the builder writes as ociVersion: the model speaks v1.2, but crun before 1.9 rejects any
+# "1.2.x" document outright, and nothing the builder emits needs 1.2.
+BUILDER_OCI_VERSION = "1.1.0"
+
 DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # containerd CRI's default capability set (the classic Docker set of 14).
@@ -125,6 +129,7 @@ def default_devices() -> list[Device]:
 def default_spec() -> Spec:
     caps = list(DEFAULT_CAPABILITIES)
     return Spec(
+        oci_version=BUILDER_OCI_VERSION,
         process=Process(
             user=User(uid=0, gid=0),
             env=[DEFAULT_PATH_ENV],
