@@ -1,0 +1,105 @@
+"""Each namespace observed from inside the container."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conformance.conftest import Harness
+
+pytestmark = pytest.mark.root
+
+NS_FILES = {"pid": "pid", "ipc": "ipc", "uts": "uts", "mount": "mnt", "network": "net", "cgroup": "cgroup",
+            "user": "user"}
+
+
+def _inside_ns(h: Harness, builder_args: list[str] | None = None, **_: object) -> dict[str, str]:
+    script = "; ".join(f"echo {f}=$(readlink /proc/self/ns/{f})" for f in NS_FILES.values())
+    result = h.run(h.spec("sh", "-c", script))
+    assert result.code == 0, result
+    return dict(line.split("=", 1) for line in result.stdout.split())
+
+
+def _host_ns(name: str) -> str:
+    return os.readlink(f"/proc/self/ns/{name}")
+
+
+def test_default_namespaces_are_new(h: Harness) -> None:
+    inside = _inside_ns(h)
+    for ns in ("pid", "ipc", "uts", "mnt", "net"):
+        assert inside[ns] != _host_ns(ns), f"{ns} namespace shared with the host"
+    # not requested: shared with the runtime
+    assert inside["user"] == _host_ns("user")
+    assert inside["cgroup"] == _host_ns("cgroup")
+
+
+def test_pid_namespace_init_is_pid_1(h: Harness) -> None:
+    result = h.run(h.spec("sh", "-c", "echo $$; ls -d /proc/[0-9]* | wc -l"))
+    pid, count = result.stdout.split()
+    assert pid == "1" and int(count) <= 3, result
+
+
+def test_cgroup_namespace_when_requested(h: Harness) -> None:
+    b = h.spec("sh", "-c", "readlink /proc/self/ns/cgroup; cat /proc/self/cgroup").namespace("cgroup")
+    result = h.run(b)
+    lines = result.stdout.split()
+    assert lines[0] != _host_ns("cgroup"), result
+    # inside its own cgroup namespace the container sees itself at the root
+    assert all(line.endswith(":/") for line in lines[1:]), result
+
+
+def test_join_namespace_by_path(h: Harness) -> None:
+    b = h.spec("sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/uts; hostname")
+    # our own namespaces: the runtime is our child, so it may open them
+    me = os.getpid()
+    b.namespace("network", f"/proc/{me}/ns/net").namespace("uts", f"/proc/{me}/ns/uts")
+    result = h.run(b)
+    net, uts, hostname = result.stdout.split()
+    assert net == _host_ns("net") and uts == _host_ns("uts"), result
+    assert hostname == os.uname().nodename
+
+
+def test_host_network_when_namespace_omitted(h: Harness) -> None:
+    result = h.run(h.spec("readlink", "/proc/self/ns/net").without_namespace("network"))
+    assert result.stdout.strip() == _host_ns("net"), result
+
+
+def test_hostname(h: Harness) -> None:
+    result = h.run(h.spec("sh", "-c", "hostname; cat /proc/sys/kernel/hostname").hostname("conformance"))
+    assert result.stdout.split() == ["conformance", "conformance"], result
+
+
+@pytest.mark.known_failure("runc", "runc 1.1 ignores domainname (support arrived in runc 1.2)")
+def test_domainname(h: Harness) -> None:
+    b = h.spec("cat", "/proc/sys/kernel/domainname").hostname("conformance").domainname("example.test")
+    result = h.run(b)
+    assert result.stdout.split() == ["example.test"], result
+
+
+def test_network_namespace_has_only_loopback(h: Harness) -> None:
+    result = h.run(h.spec("sh", "-c", "ls /sys/class/net"))
+    assert result.stdout.split() == ["lo"], result
+
+
+def test_ipc_namespace_is_empty(h: Harness) -> None:
+    result = h.run(h.spec("sh", "-c", "cat /proc/sysvipc/shm | wc -l"))
+    assert result.stdout.strip() == "1", result  # header only
+
+
+def test_user_namespace_with_mappings(h: Harness) -> None:
+    b = h.spec("sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; readlink /proc/self/ns/user")
+    b.user_namespace([(0, 100000, 65536)], [(0, 100000, 65536)])
+    # cgroupfs cannot be mounted from a user namespace that does not own the cgroup namespace
+    b.remove_mount("/sys/fs/cgroup")
+    # the mapped root must be able to reach the bundle: pytest's tmp dirs are 0700
+    for parent in [h.tmp, *h.tmp.parents]:
+        if parent == Path("/tmp"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o011)
+    result = h.run(b)
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["0", "100000", "65536"], result
+    assert lines[1].split() == ["0", "100000", "65536"], result
+    assert lines[2] == "0" and lines[3] != _host_ns("user"), result
