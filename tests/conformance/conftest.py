@@ -7,11 +7,13 @@ can be collected with waitpid.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -55,13 +57,61 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.xfail(strict=True, reason=f"{backend}: {mark.args[1]}"))
 
 
+class ContainerReaper:
+    """Reaps zombies of container processes other than the inits the harness waits for.
+
+    Processes a runtime leaves orphaned (detached exec, for instance) are re-parented to us. Until
+    we reap them, the dying init of their pid namespace cannot finish exiting, and `delete --force`
+    waits on it, so this has to happen concurrently, as a shim's SIGCHLD handler would. Only
+    processes of a nested pid namespace are touched: runtime commands are our own children too,
+    and asyncio waits for those itself.
+    """
+
+    def __init__(self) -> None:
+        self.inits: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="container-reaper", daemon=True)
+        self._thread.start()
+
+    def _children(self) -> list[int]:
+        pids: list[int] = []
+        for task in Path("/proc/self/task").iterdir():
+            try:
+                pids += [int(p) for p in (task / "children").read_text().split()]
+            except OSError:
+                continue
+        return pids
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.01):
+            for pid in self._children():
+                if pid in self.inits:
+                    continue
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+                zombie = fields.get("State", "").strip().startswith("Z")
+                if zombie and len(fields.get("NSpid", "").split()) > 1:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, os.WNOHANG)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _subreaper() -> None:
+def reaper() -> Iterator[ContainerReaper]:
     if os.geteuid() != 0:
         pytest.skip("the conformance suite runs real containers and needs root")
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    r = ContainerReaper()
+    yield r
+    r.stop()
 
 
 @pytest.fixture(scope="session")
@@ -126,6 +176,7 @@ class Harness:
     rt: BlockingRuntime
     tmp: Path
     rootfs_template: Path
+    reaper: ContainerReaper
     containers: list[Container] = field(default_factory=list)
 
     def spec(self, *args: str) -> SpecBuilder:
@@ -151,6 +202,8 @@ class Harness:
             stdio = Stdio(stdout=c.stdout, stderr=c.stderr)
         self.rt.create(cid, bundle, console_socket=console_socket, stdio=stdio)
         c.pid = self.rt.state(cid).pid
+        if c.pid:
+            self.reaper.inits.add(c.pid)
         return c
 
     def start(self, builder: SpecBuilder, **kwargs: object) -> Container:
@@ -209,6 +262,7 @@ class Harness:
                 leftovers.append(f"delete --force {c.id}: {e}")
             if c.pid and c.reaped_status is None:
                 _reap(c.pid)
+            self.reaper.inits.discard(c.pid or 0)
         known = {s.id for s in self.rt.list()}
         mountinfo = Path("/proc/self/mountinfo").read_text()
         for c in self.containers:
@@ -258,11 +312,12 @@ def _reap_orphans() -> None:
 
 
 @pytest.fixture
-def h(backend: str, runtime_root: Path, rootfs_template: Path, tmp_path: Path) -> Iterator[Harness]:
+def h(backend: str, runtime_root: Path, rootfs_template: Path, tmp_path: Path,
+      reaper: ContainerReaper) -> Iterator[Harness]:
     binary = backend_binary(backend)
     assert binary
     rt = BlockingRuntime(CLIRuntime(binary, runtime_root, name=backend, timeout=60))
-    harness = Harness(backend, rt, tmp_path, rootfs_template)
+    harness = Harness(backend, rt, tmp_path, rootfs_template, reaper)
     try:
         yield harness
     finally:

@@ -108,7 +108,8 @@ def test_sysctl(h: Harness) -> None:
 def _deny_mkdir() -> Seccomp:
     return Seccomp(default_action="SCMP_ACT_ALLOW",
                    architectures=["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-                   syscalls=[SeccompSyscall(names=["mkdir", "mkdirat"], action="SCMP_ACT_ERRNO", errno_ret=1)])
+                   syscalls=[SeccompSyscall(names=["mkdir", "mkdirat"], action="SCMP_ACT_ERRNO",
+                                            errno_ret=1)])
 
 
 def test_seccomp_errno(h: Harness) -> None:
