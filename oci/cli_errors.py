@@ -72,6 +72,11 @@ _WRONG_STATE = (
 def classify(message: str, *, command: str = "", container_id: str | None = None,
              root: str | None = None) -> type[OCIRuntimeError]:
     msg = message.lower()
+    if command in ("create", "run"):
+        # a bundle problem ("namespace ... does not exist") is never "container not found" here
+        return ContainerAlreadyExists if any(p in msg for p in _ALREADY_EXISTS) else RuntimeFailure
+    if command in ("features", "list", "spec", "--version"):
+        return RuntimeFailure
     # crun: a second start finds the exec fifo already consumed
     if "exec.fifo" in msg and "no such file" in msg:
         return WrongState
