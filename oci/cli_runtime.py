@@ -34,7 +34,10 @@ class CommandResult:
 
 
 class CLIRuntime(OCIRuntime):
-    """Drive ``binary`` with ``--root root``; ``name`` labels errors (defaults to the binary's name)."""
+    """Drive ``binary`` with ``--root root``; ``name`` labels errors (defaults to the binary's name).
+
+    ``log_dir`` holds the per-call log and process/resources files (default ``<root>.cli``).
+    """
 
     def __init__(self, binary: str, root: StrPath, *, name: str | None = None, log_dir: StrPath | None = None,
                  systemd_cgroup: bool = False, global_args: Sequence[str] = (), timeout: float = 120.0,
@@ -45,7 +48,8 @@ class CLIRuntime(OCIRuntime):
         self.binary = resolved
         self.name = name or os.path.basename(binary)
         self.root = os.path.abspath(os.fspath(root))
-        self.log_dir = os.fspath(log_dir) if log_dir is not None else os.path.join(self.root, ".cli-logs")
+        # beside the root, not in it: every directory under --root is taken for a container by `list`
+        self.log_dir = os.fspath(log_dir) if log_dir is not None else f"{self.root}.cli"
         self.systemd_cgroup = systemd_cgroup
         self.global_args = list(global_args)
         self.timeout = timeout

@@ -138,6 +138,7 @@ def runtime_root(backend: str) -> Iterator[Path]:
     root.mkdir(parents=True, exist_ok=True)
     yield root
     shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(f"{root}.cli", ignore_errors=True)  # CLIRuntime's per-call logs
     with contextlib.suppress(OSError):
         root.parent.rmdir()  # only when no other run is using it
     for d in cgroups.all_cgroup_dirs(CGROUP_PARENT):

@@ -95,3 +95,21 @@ def test_delete_force_paused_container(h: Harness) -> None:
     h.rt.pause(c.id)
     h.rt.delete(c.id, force=True)
     h.wait(c)
+
+
+def test_memory_swap_and_reservation(h: Harness) -> None:
+    c = h.start(h.spec("sleep", "100").memory(64 * MiB, swap=128 * MiB, reservation=32 * MiB))
+    assert c.pid
+    if cgroups.UNIFIED_ONLY:
+        # v2 counts swap separately: memory.swap.max is swap minus the memory limit
+        assert cgroups.read(c.pid, "memory", "", "memory.swap.max") == str(64 * MiB)
+        assert cgroups.read(c.pid, "memory", "", "memory.low") == str(32 * MiB)
+    else:
+        assert cgroups.read(c.pid, "memory", "memory.memsw.limit_in_bytes", "") == str(128 * MiB)
+        assert cgroups.read(c.pid, "memory", "memory.soft_limit_in_bytes", "") == str(32 * MiB)
+
+
+def test_hugepage_limit(h: Harness) -> None:
+    c = h.start(h.spec("sleep", "100").hugepage_limit("2MB", 4 * MiB))
+    assert c.pid
+    assert cgroups.read(c.pid, "hugetlb", "hugetlb.2MB.limit_in_bytes", "hugetlb.2MB.max") == str(4 * MiB)

@@ -180,7 +180,7 @@ def test_cli_runtime_commands(fake: tuple[CLIRuntime, Path], tmp_path: Path) -> 
     root = str(tmp_path / "root")
     for call in calls:
         assert call["opts"]["--root"] == root and call["opts"]["--log-format"] == "json"
-        assert call["opts"]["--log"].startswith(root)
+        assert call["opts"]["--log"].startswith(rt.log_dir) and not rt.log_dir.startswith(root + "/")
     by_cmd = {c["cmd"]: c["args"] for c in calls}
     assert by_cmd["list"] == ["--format", "json"] and by_cmd["ps"] == ["--format", "json", "c1"]
     assert by_cmd["delete"] == ["--force", "c1"]
