@@ -24,7 +24,6 @@ class Status(enum.StrEnum):
     STOPPED = "stopped"
 
 
-@dataclass(kw_only=True)
 class State(Model):
     """The runtime-spec state document (`runtime state ID`); runtime-specific keys land in ``extra``."""
 

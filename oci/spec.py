@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
-from oci._model import Model, SpecError, json_name
+from oci._model import Model, SpecError, field
 
 __all__ = [
     "OCI_VERSION", "SpecError", "Spec", "Process", "User", "Box", "Capabilities", "Rlimit", "Root",
@@ -36,7 +35,6 @@ RLIMIT_TYPES = frozenset({"RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA
 
 # --- process ---------------------------------------------------------------------------------
 
-@dataclass(kw_only=True)
 class User(Model):
     uid: int = 0
     gid: int = 0
@@ -45,13 +43,11 @@ class User(Model):
     username: str | None = None  # Windows only, carried through
 
 
-@dataclass(kw_only=True)
 class Box(Model):
     height: int = 0
     width: int = 0
 
 
-@dataclass(kw_only=True)
 class Capabilities(Model):
     bounding: list[str] | None = None
     effective: list[str] | None = None
@@ -60,14 +56,12 @@ class Capabilities(Model):
     ambient: list[str] | None = None
 
 
-@dataclass(kw_only=True)
 class Rlimit(Model):
     type: str
     hard: int
     soft: int
 
 
-@dataclass(kw_only=True)
 class Process(Model):
     terminal: bool | None = None
     console_size: Box | None = None
@@ -85,25 +79,22 @@ class Process(Model):
     # scheduler, ioPriority, execCPUAffinity are kept as plain objects: no runtime here acts on them
     scheduler: dict[str, Any] | None = None
     io_priority: dict[str, Any] | None = None
-    exec_cpu_affinity: dict[str, Any] | None = field(default=None, metadata=json_name("execCPUAffinity"))
+    exec_cpu_affinity: dict[str, Any] | None = field(default=None, json="execCPUAffinity")
 
 
 # --- root, mounts, hooks ---------------------------------------------------------------------
 
-@dataclass(kw_only=True)
 class Root(Model):
     path: str
     readonly: bool | None = None
 
 
-@dataclass(kw_only=True)
 class IDMapping(Model):
-    container_id: int = field(metadata=json_name("containerID"))
-    host_id: int = field(metadata=json_name("hostID"))
+    container_id: int = field(json="containerID")
+    host_id: int = field(json="hostID")
     size: int
 
 
-@dataclass(kw_only=True)
 class Mount(Model):
     destination: str
     type: str | None = None
@@ -113,7 +104,6 @@ class Mount(Model):
     gid_mappings: list[IDMapping] | None = None
 
 
-@dataclass(kw_only=True)
 class Hook(Model):
     path: str
     args: list[str] | None = None
@@ -121,7 +111,6 @@ class Hook(Model):
     timeout: int | None = None
 
 
-@dataclass(kw_only=True)
 class Hooks(Model):
     prestart: list[Hook] | None = None  # deprecated in the spec, still run by every runtime
     create_runtime: list[Hook] | None = None
@@ -136,13 +125,11 @@ HOOK_KINDS = ("prestart", "create_runtime", "create_container", "start_container
 
 # --- linux -----------------------------------------------------------------------------------
 
-@dataclass(kw_only=True)
 class Namespace(Model):
     type: str
     path: str | None = None
 
 
-@dataclass(kw_only=True)
 class Device(Model):
     type: str
     path: str
@@ -153,7 +140,6 @@ class Device(Model):
     gid: int | None = None
 
 
-@dataclass(kw_only=True)
 class DeviceRule(Model):
     allow: bool
     type: str | None = None
@@ -162,7 +148,6 @@ class DeviceRule(Model):
     access: str | None = None
 
 
-@dataclass(kw_only=True)
 class CPU(Model):
     shares: int | None = None
     quota: int | None = None
@@ -175,31 +160,27 @@ class CPU(Model):
     idle: int | None = None
 
 
-@dataclass(kw_only=True)
 class Memory(Model):
     limit: int | None = None
     reservation: int | None = None
     swap: int | None = None
     kernel: int | None = None
-    kernel_tcp: int | None = field(default=None, metadata=json_name("kernelTCP"))
+    kernel_tcp: int | None = field(default=None, json="kernelTCP")
     swappiness: int | None = None
-    disable_oom_killer: bool | None = field(default=None, metadata=json_name("disableOOMKiller"))
+    disable_oom_killer: bool | None = field(default=None, json="disableOOMKiller")
     use_hierarchy: bool | None = None
     check_before_update: bool | None = None
 
 
-@dataclass(kw_only=True)
 class Pids(Model):
     limit: int
 
 
-@dataclass(kw_only=True)
 class HugepageLimit(Model):
     page_size: str
     limit: int
 
 
-@dataclass(kw_only=True)
 class WeightDevice(Model):
     major: int
     minor: int
@@ -207,14 +188,12 @@ class WeightDevice(Model):
     leaf_weight: int | None = None
 
 
-@dataclass(kw_only=True)
 class ThrottleDevice(Model):
     major: int
     minor: int
     rate: int
 
 
-@dataclass(kw_only=True)
 class BlockIO(Model):
     weight: int | None = None
     leaf_weight: int | None = None
@@ -222,25 +201,23 @@ class BlockIO(Model):
     throttle_read_bps_device: list[ThrottleDevice] | None = None
     throttle_write_bps_device: list[ThrottleDevice] | None = None
     throttle_read_iops_device: list[ThrottleDevice] | None = field(
-        default=None, metadata=json_name("throttleReadIOPSDevice"))
+        default=None, json="throttleReadIOPSDevice")
     throttle_write_iops_device: list[ThrottleDevice] | None = field(
-        default=None, metadata=json_name("throttleWriteIOPSDevice"))
+        default=None, json="throttleWriteIOPSDevice")
 
 
-@dataclass(kw_only=True)
 class Resources(Model):
     devices: list[DeviceRule] | None = None
     memory: Memory | None = None
     cpu: CPU | None = None
     pids: Pids | None = None
-    block_io: BlockIO | None = field(default=None, metadata=json_name("blockIO"))
+    block_io: BlockIO | None = field(default=None, json="blockIO")
     hugepage_limits: list[HugepageLimit] | None = None
     network: dict[str, Any] | None = None
     rdma: dict[str, Any] | None = None
     unified: dict[str, str] | None = None
 
 
-@dataclass(kw_only=True)
 class SeccompArg(Model):
     index: int
     value: int
@@ -248,7 +225,6 @@ class SeccompArg(Model):
     op: str
 
 
-@dataclass(kw_only=True)
 class SeccompSyscall(Model):
     names: list[str]
     action: str
@@ -256,7 +232,6 @@ class SeccompSyscall(Model):
     args: list[SeccompArg] | None = None
 
 
-@dataclass(kw_only=True)
 class Seccomp(Model):
     default_action: str
     default_errno_ret: int | None = None
@@ -267,7 +242,6 @@ class Seccomp(Model):
     syscalls: list[SeccompSyscall] | None = None
 
 
-@dataclass(kw_only=True)
 class Linux(Model):
     uid_mappings: list[IDMapping] | None = None
     gid_mappings: list[IDMapping] | None = None
@@ -291,7 +265,6 @@ class Linux(Model):
 
 # --- the document ----------------------------------------------------------------------------
 
-@dataclass(kw_only=True)
 class Spec(Model):
     oci_version: str = OCI_VERSION
     process: Process | None = None
