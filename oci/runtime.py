@@ -35,7 +35,8 @@ class State(Model):
     annotations: dict[str, str] | None = None
 
     @property
-    def state(self) -> Status:
+    def parsed_status(self) -> Status:
+        """``status`` as a Status; raises ValueError for a value the runtime-spec does not define."""
         return Status(self.status)
 
 
