@@ -127,3 +127,22 @@ def test_pids_lists_container_processes(h: Harness) -> None:
 def test_stdout_and_stderr_go_to_files(h: Harness) -> None:
     result = h.run(h.spec("sh", "-c", "echo out; echo err >&2"))
     assert result.stdout == "out\n" and result.stderr == "err\n", result
+
+
+def test_state_carries_annotations(h: Harness) -> None:
+    c = h.create(h.spec("true").annotation("io.cri-shim.test/key", "value"))
+    st = h.rt.state(c.id)
+    assert (st.annotations or {}).get("io.cri-shim.test/key") == "value", st
+
+
+def test_pid_file_written_on_create(h: Harness, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    c = h.create(h.spec("true"))
+    pid_file = tmp_path / "init.pid"
+    # a second container, created with --pid-file through the adapter
+    bundle2 = c.bundle
+    cid = c.id + "-p"
+    h.rt.create(cid, bundle2, pid_file=pid_file)
+    try:
+        assert int(pid_file.read_text()) == h.rt.state(cid).pid
+    finally:
+        h.rt.delete(cid, force=True)
