@@ -58,6 +58,14 @@ class CLIRuntime(OCIRuntime):
     def __repr__(self) -> str:
         return f"CLIRuntime({self.name!r}, binary={self.binary!r}, root={self.root!r})"
 
+    def runtime_args(self) -> list[str]:
+        """Global options that select this handler's state, for a monitor that runs the runtime
+        itself (conmon: one ``--runtime-arg`` each)."""
+        args = ["--root", self.root]
+        if self.systemd_cgroup:
+            args.append("--systemd-cgroup")
+        return args + self.global_args
+
     # --- plumbing ---
 
     def _argv(self, log_file: str, args: Sequence[str]) -> list[str]:

@@ -211,6 +211,11 @@ def test_exec_exit_code_versus_runtime_failure(fake: tuple[CLIRuntime, Path]) ->
         asyncio.run(rt.exec("c1", Process(args=["fail"])))
 
 
+def test_runtime_args_for_a_monitor(tmp_path: Path) -> None:
+    rt = CLIRuntime(sys.executable, tmp_path / "r", systemd_cgroup=True, global_args=["--debug"])
+    assert rt.runtime_args() == ["--root", str(tmp_path / "r"), "--systemd-cgroup", "--debug"]
+
+
 def test_missing_binary() -> None:
     with pytest.raises(FileNotFoundError):
         CLIRuntime("definitely-not-a-runtime-binary", "/tmp/x")
