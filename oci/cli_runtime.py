@@ -85,7 +85,7 @@ class CLIRuntime(OCIRuntime):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
-    async def run(self, command: str, args: Sequence[str], *, container_id: str | None = None,
+    async def invoke(self, command: str, args: Sequence[str], *, container_id: str | None = None,
                   stdio: Stdio | None = None, inherit_stdio: bool = False, check: bool = True,
                   timeout: float | None = None) -> CommandResult:
         """Run one runtime command. With ``inherit_stdio`` the runtime (and what it spawns) get
@@ -143,14 +143,14 @@ class CLIRuntime(OCIRuntime):
             args.append("--no-pivot")
         if no_new_keyring:
             args.append("--no-new-keyring")
-        await self.run("create", [*args, container_id], container_id=container_id, stdio=stdio,
+        await self.invoke("create", [*args, container_id], container_id=container_id, stdio=stdio,
                        inherit_stdio=True)
 
     async def start(self, container_id: str) -> None:
-        await self.run("start", [container_id], container_id=container_id)
+        await self.invoke("start", [container_id], container_id=container_id)
 
     async def state(self, container_id: str) -> State:
-        result = await self.run("state", [container_id], container_id=container_id)
+        result = await self.invoke("state", [container_id], container_id=container_id)
         try:
             return State.from_dict(json.loads(result.stdout))
         except ValueError as e:
@@ -158,7 +158,7 @@ class CLIRuntime(OCIRuntime):
                                  runtime=self.name, command="state", container_id=container_id) from None
 
     async def list(self) -> list[State]:
-        result = await self.run("list", ["--format", "json"])
+        result = await self.invoke("list", ["--format", "json"])
         data = json.loads(result.stdout or "null") or []  # runc prints "null" for none
         return [State.from_dict(item) for item in data]
 
@@ -166,11 +166,11 @@ class CLIRuntime(OCIRuntime):
                    all: bool = False) -> None:
         sig = str(int(signal)) if isinstance(signal, int) else signal
         args = ["--all"] if all else []
-        await self.run("kill", [*args, container_id, sig], container_id=container_id)
+        await self.invoke("kill", [*args, container_id, sig], container_id=container_id)
 
     async def delete(self, container_id: str, *, force: bool = False) -> None:
         args = ["--force"] if force else []
-        await self.run("delete", [*args, container_id], container_id=container_id)
+        await self.invoke("delete", [*args, container_id], container_id=container_id)
 
     async def exec(self, container_id: str, process: Process, *, pid_file: StrPath | None = None,
                    console_socket: StrPath | None = None, detach: bool = False,
@@ -185,7 +185,7 @@ class CLIRuntime(OCIRuntime):
             if detach:
                 args.append("--detach")
             # runc exec exits with the process's own status; only the log tells a runtime failure apart
-            result = await self.run("exec", [*args, container_id], container_id=container_id, stdio=stdio,
+            result = await self.invoke("exec", [*args, container_id], container_id=container_id, stdio=stdio,
                                     inherit_stdio=True, check=False, timeout=None if detach else 24 * 3600)
             failed = any(e.level in ("error", "fatal", "panic") for e in parse_log(result.log))
             if failed or (detach and result.exit_code != 0):
@@ -196,24 +196,24 @@ class CLIRuntime(OCIRuntime):
     async def update(self, container_id: str, resources: Resources) -> None:
         with contextlib.ExitStack() as stack:
             path = self._json_file("resources-", resources.to_dict(), stack)
-            await self.run("update", ["--resources", path, container_id], container_id=container_id)
+            await self.invoke("update", ["--resources", path, container_id], container_id=container_id)
 
     async def pause(self, container_id: str) -> None:
-        await self.run("pause", [container_id], container_id=container_id)
+        await self.invoke("pause", [container_id], container_id=container_id)
 
     async def resume(self, container_id: str) -> None:
-        await self.run("resume", [container_id], container_id=container_id)
+        await self.invoke("resume", [container_id], container_id=container_id)
 
     async def pids(self, container_id: str) -> list[int]:
-        result = await self.run("ps", ["--format", "json", container_id], container_id=container_id)
+        result = await self.invoke("ps", ["--format", "json", container_id], container_id=container_id)
         return [int(p) for p in json.loads(result.stdout or "null") or []]
 
     async def features(self) -> dict[str, Any]:
-        result = await self.run("features", [])
+        result = await self.invoke("features", [])
         return dict(json.loads(result.stdout))
 
     async def version(self) -> str:
-        result = await self.run("--version", [])
+        result = await self.invoke("--version", [])
         return result.stdout.strip()
 
 
