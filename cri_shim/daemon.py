@@ -15,14 +15,20 @@ import os
 import signal
 import socket
 import stat
+import time
 from pathlib import Path
 from typing import Protocol
 
 import grpc
 
 from cri_shim.config import Config
+from cri_shim.containers.manager import ContainerManager, ImageProvider, ResolvedImage
+from cri_shim.criapi import api_pb2 as pb
 from cri_shim.criapi import api_pb2_grpc
+from cri_shim.errors import FailedPrecondition
+from cri_shim.event_bus import EventBus
 from cri_shim.runtime_handlers import HandlerRegistry
+from cri_shim.sandboxes.manager import SandboxManager
 
 log = logging.getLogger("cri_shim.daemon")
 
@@ -48,6 +54,42 @@ class Daemon:
         self.components: list[Component] = []
         self.pod_cidr = ""
         self._stopping = asyncio.Event()
+        self.events = EventBus()
+        # The image side (issue 4) sets self.images to an ImageProvider; until then
+        # container creation answers FAILED_PRECONDITION.
+        self.images: ImageProvider | None = None
+        self.sandboxes = SandboxManager(config, self.handlers, self._sandbox_event)
+        self.containers = ContainerManager(
+            config, self.handlers, self.sandboxes, _ImagesProxy(self), self._container_event
+        )
+        self.sandboxes.stop_containers = self.containers.stop_pod
+        self.sandboxes.remove_containers = self.containers.remove_pod
+        self.add_component(self.sandboxes)
+        self.add_component(self.containers)
+
+    def _sandbox_event(self, pod_id: str, kind: int) -> None:
+        if not self.events.subscriber_count:
+            return
+        ev = pb.ContainerEventResponse(
+            container_id=pod_id, container_event_type=kind, created_at=time.time_ns()
+        )
+        status = self.sandboxes.pod_status_for_event(pod_id)
+        if status is not None:
+            ev.pod_sandbox_status.CopyFrom(status)
+        self.events.publish(ev)
+
+    def _container_event(self, container_id: str, kind: int, pod_id: str) -> None:
+        if not self.events.subscriber_count:
+            return
+        ev = pb.ContainerEventResponse(
+            container_id=container_id, container_event_type=kind, created_at=time.time_ns()
+        )
+        status = self.sandboxes.pod_status_for_event(pod_id)
+        if status is not None:
+            ev.pod_sandbox_status.CopyFrom(status)
+        for c in self.containers.pod_containers(pod_id):
+            ev.containers_statuses.append(self.containers.status(c.meta.id)[0])
+        self.events.publish(ev)
 
     def add_component(self, component: Component) -> None:
         self.components.append(component)
@@ -105,6 +147,31 @@ class Daemon:
                     log.exception("stopping %s failed", type(c).__name__)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(cfg.socket)
+
+
+class _ImagesProxy:
+    """Forwards to daemon.images, which the image service installs."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+
+    def _target(self) -> ImageProvider:
+        if self._daemon.images is None:
+            raise FailedPrecondition("no image service is configured; cannot create containers")
+        return self._daemon.images
+
+    async def resolve(self, ref: str) -> ResolvedImage:
+        return await self._target().resolve(ref)
+
+    async def prepare_rootfs(self, container_id: str, image_id: str) -> Path:
+        return await self._target().prepare_rootfs(container_id, image_id)
+
+    async def release_rootfs(self, container_id: str) -> None:
+        if self._daemon.images is not None:
+            await self._daemon.images.release_rootfs(container_id)
+
+    def rootfs_usage(self, container_id: str) -> tuple[int, int] | None:
+        return self._daemon.images.rootfs_usage(container_id) if self._daemon.images else None
 
 
 def claim_socket(path: str) -> None:

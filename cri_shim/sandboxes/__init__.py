@@ -1,0 +1,1 @@
+"""Pod sandboxes: pinned namespaces, pod files, networking, the sandbox store."""

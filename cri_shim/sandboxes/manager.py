@@ -1,0 +1,399 @@
+"""Pod sandbox lifecycle: RunPodSandbox, Stop, Remove, Status, List, recovery.
+
+Order of RunPodSandbox, chosen so that a crash at any point is undone by recovery:
+record (state creating) -> pod dir and files -> pinned namespaces -> sysctls ->
+/dev/shm -> PID holder -> CNI ADD -> record (state ready).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cri_shim.config import Config
+from cri_shim.containers.manager import PodInfo
+from cri_shim.containers.spec_gen import PodContext
+from cri_shim.criapi import api_pb2 as pb
+from cri_shim.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri_shim.network.cni import CNIError, CNINetwork, PodNetworkRequest, pod_ips
+from cri_shim.network.cni_config import NoNetworkConfig, load_default_network
+from cri_shim.runtime_handlers import HandlerRegistry
+from cri_shim.sandboxes import namespaces, pod_files
+from cri_shim.sandboxes.store import CREATING, NOTREADY, READY, SandboxMeta, SandboxState, SandboxStore
+
+log = logging.getLogger("cri_shim.sandboxes")
+
+SHM_SIZE = 64 << 20
+MNT_DETACH = 2
+
+STATE_TO_PB = {CREATING: pb.SANDBOX_NOTREADY, READY: pb.SANDBOX_READY, NOTREADY: pb.SANDBOX_NOTREADY}
+
+
+@dataclass
+class Sandbox:
+    meta: SandboxMeta
+    status: SandboxState
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def config(self) -> pb.PodSandboxConfig:
+        return pb.PodSandboxConfig.FromString(bytes.fromhex(self.meta.config_hex))
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.meta.dir)
+
+    def pins(self) -> dict[str, Path]:
+        out = {}
+        if not self.meta.host_network:
+            out["net"] = self.dir / "ns" / "net"
+            out["uts"] = self.dir / "ns" / "uts"
+        if not self.meta.host_ipc:
+            out["ipc"] = self.dir / "ns" / "ipc"
+        return out
+
+    @property
+    def shm_path(self) -> Path:
+        return self.dir / "shm"
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+class SandboxManager:
+    def __init__(
+        self, config: Config, handlers: HandlerRegistry, publish: Callable[[str, int], None]
+    ) -> None:
+        self.config = config
+        self.handlers = handlers
+        self.publish = publish  # (sandbox id, pb.ContainerEventType)
+        self.dir = Path(config.state_dir) / "pods"
+        self.store = SandboxStore(Path(config.root_dir) / "sandboxes.db")
+        self.sandboxes: dict[str, Sandbox] = {}
+        self.names: dict[str, str] = {}
+        # Set by the daemon: stop / remove every container of a pod.
+        self.stop_containers: Callable[[str], Awaitable[None]] = _noop
+        self.remove_containers: Callable[[str], Awaitable[None]] = _noop
+
+    # --- component --------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for meta, status in await asyncio.to_thread(self.store.load):
+            sb = Sandbox(meta, status)
+            self.sandboxes[meta.id] = sb
+            self.names[self._name_key(meta)] = meta.id
+        for sb in list(self.sandboxes.values()):
+            if sb.status.state == CREATING:
+                log.info("pod %s: cleaning up a half-created sandbox", sb.meta.id)
+                await self._teardown(sb)
+                await self._destroy(sb)
+            elif sb.status.state == READY and not all(namespaces.is_pinned(p) for p in sb.pins().values()):
+                log.warning("pod %s: namespaces gone; marking not ready", sb.meta.id)
+                sb.status.state = NOTREADY
+                self.store.put_status(sb.meta.id, sb.status)
+
+    async def stop(self) -> None:
+        self.store.close()
+
+    # --- helpers -------------------------------------------------------------------
+
+    @staticmethod
+    def _name_key(meta: SandboxMeta) -> str:
+        return f"{meta.name}_{meta.namespace}_{meta.uid}_{meta.attempt}"
+
+    def get(self, sandbox_id: str) -> Sandbox:
+        if not sandbox_id:
+            raise InvalidArgument("pod sandbox id is empty")
+        sb = self.sandboxes.get(sandbox_id)
+        if sb is not None:
+            return sb
+        matches = [s for sid, s in self.sandboxes.items() if sid.startswith(sandbox_id)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"pod sandbox id prefix {sandbox_id!r} is ambiguous")
+        raise NotFound(f"pod sandbox {sandbox_id!r} not found")
+
+    def find(self, sandbox_id: str) -> Sandbox | None:
+        try:
+            return self.get(sandbox_id)
+        except NotFound:
+            return None
+
+    def network(self) -> CNINetwork:
+        try:
+            net = load_default_network(self.config.cni.conf_dir, self.config.cni.bin_dirs)
+        except NoNetworkConfig as e:
+            raise FailedPrecondition(f"pod network is not ready: {e}") from None
+        return CNINetwork(net, self.config.cni.bin_dirs, self.config.cni_cache_dir())
+
+    def _net_request(self, sb: Sandbox) -> PodNetworkRequest:
+        cfg = sb.config
+        ports = [
+            {"hostPort": p.host_port, "containerPort": p.container_port,
+             "protocol": pb.Protocol.Name(p.protocol).lower(), "hostIP": p.host_ip}
+            for p in cfg.port_mappings if p.host_port > 0
+        ]
+        return PodNetworkRequest(
+            pod_id=sb.meta.id, netns=str(sb.pins().get("net", "")), pod_name=sb.meta.name,
+            pod_namespace=sb.meta.namespace, pod_uid=sb.meta.uid, port_mappings=ports,
+        )
+
+    # --- RunPodSandbox ------------------------------------------------------------------
+
+    async def run(self, cfg: pb.PodSandboxConfig, runtime_handler: str) -> str:
+        md = cfg.metadata
+        if not md.name or not md.namespace:
+            raise InvalidArgument("pod sandbox metadata needs a name and a namespace")
+        handler = self.handlers.get(runtime_handler)
+        ns = cfg.linux.security_context.namespace_options
+        meta = SandboxMeta(
+            id=secrets.token_hex(32), name=md.name, namespace=md.namespace, uid=md.uid,
+            attempt=md.attempt, config_hex=cfg.SerializeToString().hex(), handler=handler.name,
+            dir="", created_at=now_ns(), host_network=ns.network == pb.NODE, host_ipc=ns.ipc == pb.NODE,
+            host_pid=ns.pid == pb.NODE, shared_pid=ns.pid == pb.POD,
+            cgroup_parent=cfg.linux.cgroup_parent,
+        )
+        meta.dir = str(self.dir / meta.id)
+        key = self._name_key(meta)
+        if key in self.names:
+            raise AlreadyExists(
+                f"pod sandbox name {md.name!r} in namespace {md.namespace!r} (uid {md.uid!r}, attempt "
+                f"{md.attempt}) is reserved by pod {self.names[key]}"
+            )
+        network = None if meta.host_network else self.network()
+        sb = Sandbox(meta, SandboxState())
+        # Record first: a crash from here on is cleaned up by recovery.
+        self.names[key] = meta.id
+        self.sandboxes[meta.id] = sb
+        await asyncio.to_thread(self.store.put, meta, sb.status)
+        async with sb.lock:
+            try:
+                await self._setup(sb, cfg, network)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self._teardown(sb)
+                await self._destroy(sb)
+                raise
+        self.publish(meta.id, pb.CONTAINER_CREATED_EVENT)
+        self.publish(meta.id, pb.CONTAINER_STARTED_EVENT)
+        return meta.id
+
+    async def _setup(self, sb: Sandbox, cfg: pb.PodSandboxConfig, network: CNINetwork | None) -> None:
+        d = sb.dir
+        d.mkdir(parents=True, mode=0o711)
+        hostname = cfg.hostname or (os.uname().nodename if sb.meta.host_network else sb.meta.name)
+        if len(hostname) > 64:
+            raise InvalidArgument(f"hostname {hostname[:20]!r}... is longer than 64 characters")
+        resolv = pod_files.resolv_conf(cfg.dns_config)
+        await asyncio.to_thread(pod_files.write_atomic, d / "hostname", hostname + "\n")
+        await asyncio.to_thread(pod_files.write_atomic, d / "resolv.conf", resolv)
+        await asyncio.to_thread(pod_files.write_atomic, d / "hosts", pod_files.hosts_file(hostname, []))
+        if cfg.log_directory:
+            Path(cfg.log_directory).mkdir(parents=True, exist_ok=True)
+        pins = sb.pins()
+        uts_hostname = hostname if "uts" in pins else ""
+        await namespaces.pin_namespaces(pins, uts_hostname)
+        sysctls = dict(cfg.linux.sysctls)
+        if sysctls:
+            bad = [k for k in sysctls if not _namespaced_sysctl(k, sb)]
+            if bad:
+                raise InvalidArgument(f"sysctls {', '.join(bad)} are not namespaced for this pod")
+            await namespaces.sysctls_in(pins, sysctls)
+        if not sb.meta.host_ipc:
+            sb.shm_path.mkdir(mode=0o1777, exist_ok=True)
+            _mount_tmpfs(sb.shm_path, f"mode=1777,size={SHM_SIZE}")
+        if sb.meta.shared_pid and not sb.meta.host_pid:
+            sb.status.holder_pid = await namespaces.start_pid_holder(
+                self.config.pause_init, pins, d / "pidns-holder.pid")
+        if network is not None:
+            try:
+                result = await network.add(self._net_request(sb))
+            except CNIError as e:
+                raise Internal(f"pod {sb.meta.id}: network setup failed: {e}") from None
+            sb.status.ips = pod_ips(result).ips
+            sb.status.network_ready = True
+            (d / "cni-result.json").write_text(json.dumps(result))
+        await asyncio.to_thread(pod_files.write_atomic, d / "hosts",
+                                pod_files.hosts_file(hostname, sb.status.ips))
+        sb.status.state = READY
+        await asyncio.to_thread(self.store.put_status, sb.meta.id, sb.status)
+
+    # --- Stop / Remove ---------------------------------------------------------------------
+
+    async def _teardown(self, sb: Sandbox) -> None:
+        """Release network and namespaces; each step tolerates having been done already."""
+        errors = []
+        if not sb.meta.host_network:
+            try:
+                net = self.network()
+                await net.delete(self._net_request(sb))
+            except FailedPrecondition:
+                # No configuration any more: nothing we can run DEL with; drop the cache.
+                pass
+            except CNIError as e:
+                errors.append(str(e))
+        namespaces.stop_pid_holder(sb.dir / "pidns-holder.pid")
+        for path in sb.pins().values():
+            try:
+                namespaces.unpin(path)
+            except Internal as e:
+                errors.append(str(e))
+        sb.status.network_ready = False
+        if errors:
+            raise Internal(f"pod {sb.meta.id}: teardown: {'; '.join(errors)}")
+
+    async def stop_sandbox(self, sandbox_id: str) -> None:
+        sb = self.find(sandbox_id)
+        if sb is None:
+            return  # CRI: stopping a missing pod succeeds
+        await self.stop_containers(sb.meta.id)
+        async with sb.lock:
+            await self._teardown(sb)
+            if sb.status.state != NOTREADY:
+                sb.status.state = NOTREADY
+                self.store.put_status(sb.meta.id, sb.status)
+                self.publish(sb.meta.id, pb.CONTAINER_STOPPED_EVENT)
+
+    async def _destroy(self, sb: Sandbox) -> None:
+        if sb.shm_path.exists():
+            _umount(sb.shm_path)
+        await asyncio.to_thread(shutil.rmtree, sb.dir, True)
+        await asyncio.to_thread(self.store.delete, sb.meta.id)
+        self.sandboxes.pop(sb.meta.id, None)
+        key = self._name_key(sb.meta)
+        if self.names.get(key) == sb.meta.id:
+            del self.names[key]
+
+    async def remove_sandbox(self, sandbox_id: str) -> None:
+        sb = self.find(sandbox_id)
+        if sb is None:
+            return
+        await self.stop_containers(sb.meta.id)
+        await self.remove_containers(sb.meta.id)
+        async with sb.lock:
+            await self._teardown(sb)
+            await self._destroy(sb)
+        self.publish(sb.meta.id, pb.CONTAINER_DELETED_EVENT)
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def status(self, sandbox_id: str, verbose: bool = False) -> tuple[pb.PodSandboxStatus, dict[str, str]]:
+        sb = self.get(sandbox_id)
+        cfg = sb.config
+        st = pb.PodSandboxStatus(
+            id=sb.meta.id, metadata=cfg.metadata, state=STATE_TO_PB[sb.status.state],
+            created_at=sb.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
+            runtime_handler=sb.meta.handler,
+        )
+        if sb.status.ips:
+            st.network.ip = sb.status.ips[0]
+            st.network.additional_ips.extend(pb.PodIP(ip=ip) for ip in sb.status.ips[1:])
+        st.linux.namespaces.options.CopyFrom(cfg.linux.security_context.namespace_options)
+        info: dict[str, str] = {}
+        if verbose:
+            result = None
+            with contextlib.suppress(OSError, ValueError):
+                result = json.loads((sb.dir / "cni-result.json").read_text())
+            info["info"] = json.dumps({
+                "pid": sb.status.holder_pid, "state": sb.status.state, "runtimeHandler": sb.meta.handler,
+                "namespaces": {k: str(v) for k, v in sb.pins().items()}, "cniResult": result,
+                "cgroupParent": sb.meta.cgroup_parent, "dir": sb.meta.dir,
+                "config": json.loads(_to_json(cfg)),
+            })
+        return st, info
+
+    def list(self, f: pb.PodSandboxFilter | None) -> list[pb.PodSandbox]:
+        out = []
+        for sb in list(self.sandboxes.values()):
+            if f is not None:
+                if f.id and not sb.meta.id.startswith(f.id):
+                    continue
+                if f.HasField("state") and STATE_TO_PB[sb.status.state] != f.state.state:
+                    continue
+                if f.label_selector:
+                    labels = sb.config.labels
+                    if any(labels.get(k) != v for k, v in f.label_selector.items()):
+                        continue
+            cfg = sb.config
+            out.append(pb.PodSandbox(
+                id=sb.meta.id, metadata=cfg.metadata, state=STATE_TO_PB[sb.status.state],
+                created_at=sb.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
+                runtime_handler=sb.meta.handler,
+            ))
+        return out
+
+    def container_pod(self, pod_id: str) -> PodInfo:
+        """The container side's view of a pod (see cri_shim.containers.manager.PodInfo)."""
+        sb = self.get(pod_id)
+        cfg = sb.config
+        pins = sb.pins()
+        pidns = f"/proc/{sb.status.holder_pid}/ns/pid" if sb.status.holder_pid else None
+        ctx = PodContext(
+            id=sb.meta.id, hostname=(sb.dir / "hostname").read_text().strip() if sb.dir.exists() else "",
+            netns_path=str(pins["net"]) if "net" in pins else None,
+            ipcns_path=str(pins["ipc"]) if "ipc" in pins else None,
+            utsns_path=str(pins["uts"]) if "uts" in pins else None,
+            pidns_path=pidns, host_pid=sb.meta.host_pid, cgroup_parent=sb.meta.cgroup_parent,
+            hosts_path=str(sb.dir / "hosts"), resolv_path=str(sb.dir / "resolv.conf"),
+            hostname_path=str(sb.dir / "hostname"),
+            shm_path=str(sb.shm_path) if not sb.meta.host_ipc else "/dev/shm",
+            sysctls=dict(cfg.linux.sysctls), annotations=dict(cfg.annotations),
+            name=sb.meta.name, namespace=sb.meta.namespace, uid=sb.meta.uid,
+        )
+        return PodInfo(ctx, sb.meta.handler, cfg.log_directory, sb.status.state == READY, cfg)
+
+    def pod_status_for_event(self, sandbox_id: str) -> pb.PodSandboxStatus | None:
+        sb = self.sandboxes.get(sandbox_id)
+        if sb is None:
+            return None
+        return self.status(sandbox_id)[0]
+
+
+def _namespaced_sysctl(key: str, sb: Sandbox) -> bool:
+    if key.startswith("net."):
+        return not sb.meta.host_network
+    if key.startswith(("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")):
+        return not sb.meta.host_ipc
+    return False
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _mount_tmpfs(path: Path, options: str) -> None:
+    libc = _libc()
+    flags = 0x2 | 0x4 | 0x8  # MS_NOSUID | MS_NODEV | MS_NOEXEC
+    if libc.mount(b"shm", str(path).encode(), b"tmpfs", flags, options.encode()) != 0:
+        err = ctypes.get_errno()
+        raise Internal(f"mounting the pod's /dev/shm at {path}: {os.strerror(err)}")
+
+
+def _umount(path: Path) -> None:
+    libc = _libc()
+    while namespaces.is_pinned(path):
+        if libc.umount2(str(path).encode(), MNT_DETACH) != 0:
+            break
+
+
+def _to_json(msg: pb.PodSandboxConfig) -> str:
+    from google.protobuf import json_format
+
+    return json_format.MessageToJson(msg)
+
+
+async def _noop(pod_id: str) -> None:
+    return None

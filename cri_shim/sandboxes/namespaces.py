@@ -1,0 +1,152 @@
+"""Pinning a pod's namespaces to files, and the PID-namespace holder.
+
+net, ipc and uts namespaces are created by util-linux `unshare` with --net=FILE
+style arguments, which bind-mount each new namespace onto FILE: the namespace then
+lives as long as the mount, with no process holding it, and survives a restart of
+cri-shim. A shared PID namespace needs a process: catatonit in pause mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+from cri_shim.errors import Internal
+
+NS_KINDS = ("net", "ipc", "uts")
+
+
+async def _run(*argv: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise Internal(f"{' '.join(argv)}: {(err or out).decode(errors='replace').strip()}")
+
+
+async def pin_namespaces(pins: dict[str, Path], hostname: str) -> None:
+    """Create new namespaces for each kind in `pins` (net/ipc/uts) bound to those files.
+
+    The hostname is set inside the new UTS namespace, and loopback brought up in the
+    new network namespace (the CNI loopback plugin may do it again; harmless).
+    """
+    if not pins:
+        return
+    for path in pins.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)
+    args = ["unshare"] + [f"--{kind}={path}" for kind, path in pins.items()]
+    script = []
+    if "uts" in pins and hostname:
+        script.append('hostname "$1"')
+    if "net" in pins:
+        script.append("ip link set lo up")
+    await _run(*args, "--", "/bin/sh", "-ec", "; ".join(script) or "true", "pin", hostname)
+
+
+def is_pinned(path: Path) -> bool:
+    """True when a namespace is bind-mounted at path."""
+    target = str(path)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return any(line.split()[4] == target for line in f)
+    except OSError:
+        return False
+
+
+def unpin(path: Path) -> None:
+    """Unmount a pin (lazily, so a namespace still in use stays alive for its users)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    while is_pinned(path):
+        if libc.umount2(str(path).encode(), 2) != 0:  # MNT_DETACH
+            err = ctypes.get_errno()
+            raise Internal(f"unmounting namespace pin {path}: {os.strerror(err)}")
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+async def sysctls_in(pins: dict[str, Path], values: dict[str, str]) -> None:
+    """Write sysctls from inside the pod's namespaces (net.* and IPC sysctls are per namespace)."""
+    if not values:
+        return
+    enter = ["nsenter"] + [f"--{kind}={p}" for kind, p in pins.items()]
+    writes = []
+    args = []
+    for i, (key, value) in enumerate(values.items()):
+        if "/" in key or ".." in key or not key:
+            raise Internal(f"invalid sysctl name {key!r}")
+        path = "/proc/sys/" + key.replace(".", "/")
+        writes.append(f'printf %s "${2 * i + 2}" > "${2 * i + 1}"')
+        args += [path, value]
+    await _run(*enter, "--", "/bin/sh", "-ec", "; ".join(writes), "sysctl", *args)
+
+
+async def start_pid_holder(pause: str, pins: dict[str, Path], pidfile: Path) -> int:
+    """Start catatonit in a new PID namespace (joined to the pod's others); return its pid.
+
+    `unshare --fork --kill-child` keeps the holder a grandchild we can find and makes it
+    die with its unshare parent, so killing one pid stops both.
+    """
+    enter = ["nsenter"] + [f"--{kind}={p}" for kind, p in pins.items()] if pins else []
+    proc = await asyncio.create_subprocess_exec(
+        *enter, "unshare", "--pid", "--fork", "--kill-child", pause, "-P",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+    )
+    for _ in range(200):
+        child = _find_descendant(proc.pid, os.path.basename(pause))
+        if child:
+            pidfile.write_text(f"{proc.pid} {child}\n")
+            return child
+        if proc.returncode is not None:
+            break
+        await asyncio.sleep(0.01)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    raise Internal(f"pid namespace holder {pause} did not start")
+
+
+def _find_descendant(pid: int, comm: str) -> int | None:
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        for c in map(int, children):
+            try:
+                if Path(f"/proc/{c}/comm").read_text().strip() == comm[:15]:
+                    return c
+            except OSError:
+                continue
+            stack.append(c)
+    return None
+
+
+def stop_pid_holder(pidfile: Path) -> None:
+    try:
+        pids = [int(x) for x in pidfile.read_text().split()]
+    except (OSError, ValueError):
+        return
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(FileNotFoundError):
+        pidfile.unlink()
+
+
+def holder_alive(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().split()[-1])
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError, IndexError):
+        return None

@@ -1,0 +1,68 @@
+"""RunPodSandbox, Stop/Remove, Status, List, pod stats, UpdatePodSandboxResources, events."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from cri_shim.criapi import api_pb2 as pb
+
+if TYPE_CHECKING:
+    from cri_shim.daemon import Daemon
+    from cri_shim.sandboxes.manager import SandboxManager
+
+
+class PodRPCs:
+    daemon: Daemon
+
+    @property
+    def _pods(self) -> SandboxManager:
+        return self.daemon.sandboxes
+
+    async def RunPodSandbox(
+        self, request: pb.RunPodSandboxRequest, context: object
+    ) -> pb.RunPodSandboxResponse:
+        pod_id = await self._pods.run(request.config, request.runtime_handler)
+        return pb.RunPodSandboxResponse(pod_sandbox_id=pod_id)
+
+    async def StopPodSandbox(
+        self, request: pb.StopPodSandboxRequest, context: object
+    ) -> pb.StopPodSandboxResponse:
+        await self._pods.stop_sandbox(request.pod_sandbox_id)
+        return pb.StopPodSandboxResponse()
+
+    async def RemovePodSandbox(
+        self, request: pb.RemovePodSandboxRequest, context: object
+    ) -> pb.RemovePodSandboxResponse:
+        await self._pods.remove_sandbox(request.pod_sandbox_id)
+        return pb.RemovePodSandboxResponse()
+
+    async def PodSandboxStatus(
+        self, request: pb.PodSandboxStatusRequest, context: object
+    ) -> pb.PodSandboxStatusResponse:
+        status, info = self._pods.status(request.pod_sandbox_id, request.verbose)
+        resp = pb.PodSandboxStatusResponse(status=status, info=info)
+        for c in self.daemon.containers.pod_containers(status.id):
+            resp.containers_statuses.append(self.daemon.containers.status(c.meta.id)[0])
+        resp.timestamp = time.time_ns()
+        return resp
+
+    async def ListPodSandbox(
+        self, request: pb.ListPodSandboxRequest, context: object
+    ) -> pb.ListPodSandboxResponse:
+        f = request.filter if request.HasField("filter") else None
+        return pb.ListPodSandboxResponse(items=self._pods.list(f))
+
+    async def UpdatePodSandboxResources(
+        self, request: pb.UpdatePodSandboxResourcesRequest, context: object
+    ) -> pb.UpdatePodSandboxResourcesResponse:
+        # The pod cgroup belongs to the kubelet (cgroupfs driver); we only check the pod exists.
+        self._pods.get(request.pod_sandbox_id)
+        return pb.UpdatePodSandboxResourcesResponse()
+
+    async def GetContainerEvents(
+        self, request: pb.GetEventsRequest, context: object
+    ) -> AsyncIterator[pb.ContainerEventResponse]:
+        async for event in self.daemon.events.subscribe():
+            yield event
