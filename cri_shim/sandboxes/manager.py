@@ -285,6 +285,9 @@ class SandboxManager:
         await self.remove_containers(sb.meta.id)
         async with sb.lock:
             await self._teardown(sb)
+            if sb.status.state == READY:
+                sb.status.state = NOTREADY
+                self.publish(sb.meta.id, pb.CONTAINER_STOPPED_EVENT)
             await self._destroy(sb)
         self.publish(sb.meta.id, pb.CONTAINER_DELETED_EVENT)
 

@@ -1,0 +1,55 @@
+"""A private CNI network for one test: own bridge, subnet and IPAM directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+_counter = iter(range(10, 250))
+
+
+@dataclass
+class PodNetwork:
+    conf_dir: Path
+    ipam_dir: Path
+    cache_dir: Path
+    bridge: str
+    subnet: str
+
+    def config_toml(self) -> str:
+        return (f'[cni]\nconf_dir = "{self.conf_dir}"\nbin_dirs = ["/usr/lib/cni"]\n'
+                f'cache_dir = "{self.cache_dir}"\n')
+
+    def allocated_ips(self) -> list[str]:
+        d = self.ipam_dir / "csh-test"
+        if not d.exists():
+            return []
+        return sorted(p.name for p in d.iterdir() if p.name[0].isdigit())
+
+
+@pytest.fixture
+def test_network(tmp_path: Path) -> Iterator[PodNetwork]:
+    n = next(_counter)
+    bridge = f"csh{uuid.uuid4().hex[:8]}"
+    net = PodNetwork(tmp_path / "net.d", tmp_path / "ipam", tmp_path / "cni-cache", bridge,
+                     f"10.254.{n}.0/24")
+    net.conf_dir.mkdir()
+    (net.conf_dir / "10-test.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0",
+        "name": "csh-test",
+        "plugins": [
+            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": net.subnet}]],
+                      "dataDir": str(net.ipam_dir)}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "loopback"},
+        ],
+    }))
+    yield net
+    subprocess.run(["ip", "link", "del", bridge], capture_output=True)
