@@ -102,3 +102,9 @@ def dir_usage(path: str) -> tuple[int, int]:
         except OSError:
             continue
     return total, inodes
+
+
+def read_process_count(cgroups_path: str, root: Path = CGROUP_ROOT) -> int | None:
+    rel = cgroups_path.lstrip("/")
+    base = root / rel if is_unified(root) else root / "pids" / rel
+    return _read_int(base / "pids.current")

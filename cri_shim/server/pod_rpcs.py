@@ -66,3 +66,50 @@ class PodRPCs:
     ) -> AsyncIterator[pb.ContainerEventResponse]:
         async for event in self.daemon.events.subscribe():
             yield event
+
+    async def _pod_stats(self, pod_id: str) -> pb.PodSandboxStats:
+        from cri_shim.containers.manager import container_stats
+        from cri_shim.containers.store import RUNNING
+        from cri_shim.sandboxes import pod_stats
+
+        sb = self._pods.get(pod_id)
+        cfg = sb.config
+        ts = pod_stats.now()
+        out = pb.PodSandboxStats(attributes=pb.PodSandboxAttributes(
+            id=sb.meta.id, metadata=cfg.metadata, labels=cfg.labels, annotations=cfg.annotations))
+        containers = self.daemon.containers.pod_containers(sb.meta.id)
+        cstats = [container_stats(self.daemon.containers, c) for c in containers]
+        out.linux.cpu.CopyFrom(pod_stats.sum_containers(cstats, ts)[0])
+        out.linux.memory.CopyFrom(pod_stats.sum_containers(cstats, ts)[1])
+        out.linux.containers.extend(cstats)
+        running = [c.status.pid for c in containers if c.status.state == RUNNING and c.status.pid]
+        from cri_shim.containers.cgroup_stats import read_process_count
+
+        counts = [read_process_count(c.meta.cgroups_path) for c in containers
+                  if c.status.state == RUNNING and c.meta.cgroups_path]
+        out.linux.process.timestamp = ts
+        out.linux.process.process_count.value = sum(n for n in counts if n)
+        netns = str(sb.pins().get("net", ""))
+        if netns:
+            usage = pod_stats.network_usage(await pod_stats.read_net_dev(netns, running), ts)
+            if usage is not None:
+                out.linux.network.CopyFrom(usage)
+        return out
+
+    async def PodSandboxStats(
+        self, request: pb.PodSandboxStatsRequest, context: object
+    ) -> pb.PodSandboxStatsResponse:
+        return pb.PodSandboxStatsResponse(stats=await self._pod_stats(request.pod_sandbox_id))
+
+    async def ListPodSandboxStats(
+        self, request: pb.ListPodSandboxStatsRequest, context: object
+    ) -> pb.ListPodSandboxStatsResponse:
+        f = request.filter
+        out = []
+        for sb in list(self._pods.sandboxes.values()):
+            if f.id and not sb.meta.id.startswith(f.id):
+                continue
+            if f.label_selector and any(sb.config.labels.get(k) != v for k, v in f.label_selector.items()):
+                continue
+            out.append(await self._pod_stats(sb.meta.id))
+        return pb.ListPodSandboxStatsResponse(stats=out)

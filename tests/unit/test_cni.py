@@ -83,3 +83,16 @@ def test_pod_files(tmp_path: Path) -> None:
     assert resolv_conf(pb.DNSConfig(), host) == "nameserver 1.1.1.1\n"
     with pytest.raises(InvalidArgument, match="not a valid address"):
         resolv_conf(pb.DNSConfig(servers=["1.2.3.4 evil"]))
+
+
+def test_net_dev_parsing() -> None:
+    from cri_shim.sandboxes.pod_stats import network_usage
+
+    text = ("Inter-|   Receive                            |  Transmit\n"
+            " face |bytes    packets errs drop fifo frame compressed multicast|bytes packets errs drop ...\n"
+            "    lo:  100  1 0 0 0 0 0 0   100  1 0 0 0 0 0 0\n"
+            "  eth0: 5000 10 2 0 0 0 0 0  7000 12 3 0 0 0 0 0\n")
+    u = network_usage(text, 1)
+    assert u is not None and [i.name for i in u.interfaces] == ["eth0"]
+    d = u.default_interface
+    assert (d.rx_bytes.value, d.rx_errors.value, d.tx_bytes.value, d.tx_errors.value) == (5000, 2, 7000, 3)
