@@ -1,0 +1,343 @@
+"""The verbs: create, start, kill, delete, exec, pause/resume, update. Each loads the state,
+checks the status with runc's wording for the errors, and does its work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from . import state as st_mod
+from .errors import NOT_EXIST, PyruncError
+
+NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
+
+
+def load_config(bundle: str) -> dict[str, Any]:
+    import json
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            cfg = json.loads(f.read())
+    except FileNotFoundError:
+        raise PyruncError(f"open {path}: no such file or directory") from None
+    except ValueError as e:
+        raise PyruncError(f"malformed config.json {path}: {e}") from None
+    if not isinstance(cfg, dict):
+        raise PyruncError(f"malformed config.json {path}: not a JSON object")
+    return cfg
+
+
+def validate(cfg: dict[str, Any], bundle: str) -> str:
+    """Everything checkable before touching the system. Returns the absolute rootfs."""
+    from . import mounts
+    root = cfg.get("root")
+    if not isinstance(root, dict) or not root.get("path"):
+        raise PyruncError("root.path is required in config.json")
+    rootfs = root["path"] if root["path"].startswith("/") else os.path.join(bundle, root["path"])
+    rootfs = os.path.realpath(rootfs)
+    if not os.path.isdir(rootfs):
+        raise PyruncError(f"rootfs ({rootfs}) does not exist")
+    proc = cfg.get("process")
+    if not isinstance(proc, dict) or not proc.get("args"):
+        raise PyruncError("process.args must not be empty")
+    linux = cfg.get("linux") or {}
+    seen = set()
+    for ns in linux.get("namespaces") or []:
+        t = ns.get("type") if isinstance(ns, dict) else None
+        if t not in NAMESPACE_TYPES:
+            raise PyruncError(f"namespace type {t!r} is not supported")
+        if t in seen:
+            raise PyruncError(f"duplicate namespace type {t!r}")
+        seen.add(t)
+        if ns.get("path") and not os.path.exists(ns["path"]):
+            raise PyruncError(f"namespace {t} path {ns['path']} does not exist")
+    if "mount" not in seen:
+        raise PyruncError("a mount namespace is required (linux.namespaces has no 'mount')")
+    if "user" in seen and not any(n.get("path") for n in linux["namespaces"] if n["type"] == "user"):
+        if not linux.get("uidMappings") or not linux.get("gidMappings"):
+            raise PyruncError("user namespace requires uidMappings and gidMappings")
+    if cfg.get("hostname") and "uts" not in seen:
+        raise PyruncError("unable to set hostname without a private UTS namespace")
+    mounts.validate(cfg.get("mounts") or [])
+    prop = linux.get("rootfsPropagation")
+    if prop and prop not in mounts.PROPAGATION:
+        raise PyruncError(f"invalid rootfsPropagation {prop!r}")
+    if linux.get("seccomp"):
+        from . import seccomp
+        seccomp.translate(linux["seccomp"])
+    from . import process
+    for r in proc.get("rlimits") or []:
+        if r.get("type") not in process.RLIMITS:
+            raise PyruncError(f"unknown rlimit type {r.get('type')!r}")
+    return rootfs
+
+
+def _now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+def _write_maps(pid: int, linux: dict[str, Any]) -> None:
+    for kind, key in (("uid", "uidMappings"), ("gid", "gidMappings")):
+        lines = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in linux.get(key) or [])
+        if lines:
+            with open(f"/proc/{pid}/{kind}_map", "w") as f:
+                f.write(lines)
+
+
+def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socket: str | None,
+           no_pivot: bool) -> dict[str, Any]:
+    from . import cgroups
+    from .hooks import run as run_hooks
+    from .sync import pair
+    bundle = os.path.realpath(bundle or ".")
+    cfg = load_config(bundle)
+    rootfs = validate(cfg, bundle)
+    proc = cfg["process"]
+    if proc.get("terminal") and not console_socket:
+        raise PyruncError("cannot allocate tty if runc will detach without setting console socket")
+    if console_socket and not proc.get("terminal"):
+        raise PyruncError("cannot use console socket if runc will not detach or allocate tty")
+    linux = cfg.get("linux") or {}
+    d = st_mod.reserve(root, cid)
+    cg = None
+    made: list[str] = []
+    init_pid = 0
+    child = 0
+    try:
+        cg = cgroups.resolve(linux.get("cgroupsPath") or "", cid)
+        made = cgroups.create(cg)
+        from .devices import cgroup_rules
+        res = dict(linux.get("resources") or {})
+        res["devices"] = cgroup_rules(res.get("devices") or [], linux.get("devices") or [])
+        cgroups.apply(cg, res)
+        fifo = os.path.join(d, st_mod.FIFO)
+        os.mkfifo(fifo, 0o622)
+        ctx = {"id": cid, "bundle": bundle, "rootfs": rootfs, "cgroups": cg, "fifo": fifo,
+               "console_socket": console_socket and os.path.abspath(console_socket), "no_pivot": no_pivot,
+               "annotations": cfg.get("annotations") or {}}
+        parent, kid = pair()
+        child = os.fork()
+        if child == 0:
+            parent.close()
+            from . import init
+            try:
+                init.stage1(cfg, ctx, kid)
+            except BaseException as e:  # noqa: BLE001
+                init._report(kid, e)
+                os._exit(1)
+            os._exit(0)
+        kid.close()
+        hooks = cfg.get("hooks") or {}
+        while True:
+            msg = parent.recv()
+            if msg is None:
+                raise PyruncError("container init exited before it was ready")
+            if msg == "USERNS":
+                _write_maps(child, linux)
+                parent.send("OK")
+            elif msg.startswith("PID "):
+                init_pid = int(msg[4:])
+                os.waitpid(child, 0)
+                child = 0
+            elif msg == "HOOKS":
+                s = _hook_state(cid, init_pid, bundle, cfg, "created")
+                run_hooks("prestart", hooks.get("prestart") or [], s)
+                run_hooks("createRuntime", hooks.get("createRuntime") or [], s)
+                parent.send(f"OK {init_pid}")
+            elif msg.startswith("ERR "):
+                raise PyruncError(msg[4:])
+            elif msg == "READY":
+                break
+        parent.close()
+        rec = {"id": cid, "pid": init_pid, "pid_start": st_mod.proc_start_time(init_pid), "bundle": bundle,
+               "rootfs": rootfs, "created": _now(), "annotations": cfg.get("annotations") or {},
+               "cgroups": cg, "config": cfg}
+        st_mod.save(root, rec)
+        if pid_file:
+            st_mod.write_atomic(os.path.abspath(pid_file), str(init_pid).encode(), 0o644)
+        return rec
+    except BaseException:
+        for pid in (child, init_pid):
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if child:
+            os.waitpid(child, 0)
+        if init_pid:
+            _wait_gone(init_pid, None, 5.0)
+        if cg is not None:
+            for pid in cgroups.procs(cg):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                cgroups.remove(cg, made)
+            except PyruncError:
+                pass
+        _rmtree(d)
+        raise
+
+
+def _hook_state(cid: str, pid: int, bundle: str, cfg: dict[str, Any], status: str) -> dict[str, Any]:
+    return {"ociVersion": st_mod.OCI_VERSION, "id": cid, "status": status, "pid": pid, "bundle": bundle,
+            "annotations": cfg.get("annotations") or {}}
+
+
+def _rmtree(d: str) -> None:
+    import shutil
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _wait_gone(pid: int, start: int | None, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while time.monotonic() < deadline:
+        cur = st_mod.proc_start_time(pid)
+        if cur is None or (start is not None and cur != start):
+            return True
+        try:  # our own child (run): reap it, or it stays a zombie forever
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:
+            pass
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    return False
+
+
+def start(root: str, cid: str) -> None:
+    rec = st_mod.load(root, cid)
+    status = st_mod.status(root, rec)
+    if status == "stopped":
+        raise PyruncError("cannot start a container that has stopped")
+    if status != "created":
+        raise PyruncError("cannot start an already running container")
+    fifo = os.path.join(root, cid, st_mod.FIFO)
+    import select
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        while True:
+            r, _, _ = select.select([fd], [], [], 0.1)
+            if r:
+                if os.read(fd, 1):
+                    break
+            if not st_mod.alive(rec):
+                raise PyruncError("cannot start a container that has stopped")
+    finally:
+        os.close(fd)
+    os.unlink(fifo)
+    hooks = (rec.get("config") or {}).get("hooks") or {}
+    if hooks.get("poststart"):
+        from .hooks import run as run_hooks
+        run_hooks("poststart", hooks["poststart"], st_mod.oci_state(root, rec, "running"))
+
+
+def kill(root: str, cid: str, sig: int, all_procs: bool) -> None:
+    rec = st_mod.load(root, cid)
+    if st_mod.status(root, rec) == "stopped":
+        raise PyruncError("container not running")
+    if all_procs:
+        from . import cgroups
+        pids = cgroups.procs(rec.get("cgroups") or {}) or [rec["pid"]]
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        return
+    try:
+        os.kill(rec["pid"], sig)
+    except ProcessLookupError:
+        raise PyruncError("container not running") from None
+
+
+def delete(root: str, cid: str, force: bool) -> None:
+    from . import cgroups
+    try:
+        rec = st_mod.load(root, cid)
+    except PyruncError as e:
+        if force and str(e) == NOT_EXIST:
+            return
+        raise
+    status = st_mod.status(root, rec)
+    if status in ("running", "paused") and not force:
+        raise PyruncError(f"cannot delete container {cid} that is not stopped: {status}")
+    cg = rec.get("cgroups") or {}
+    if status != "stopped":
+        try:
+            os.kill(rec["pid"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for pid in cgroups.procs(cg):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if status == "paused":
+            cgroups.freeze(cg, False)
+        if not _wait_gone(rec["pid"], rec.get("pid_start"), 10.0):
+            raise PyruncError(f"container {cid} init {rec['pid']} did not die")
+    else:
+        for pid in cgroups.procs(cg):  # stragglers without a pid namespace to take them down
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    cgroups.remove(cg)
+    hooks = (rec.get("config") or {}).get("hooks") or {}
+    if hooks.get("poststop"):
+        from . import log
+        from .hooks import run as run_hooks
+        try:
+            run_hooks("poststop", hooks["poststop"], st_mod.oci_state(root, rec, "stopped"))
+        except PyruncError as e:
+            log.warning(str(e))
+    _rmtree(os.path.join(root, cid))
+
+
+def pause(root: str, cid: str, frozen: bool) -> None:
+    from . import cgroups
+    rec = st_mod.load(root, cid)
+    status = st_mod.status(root, rec)
+    if frozen and status not in ("running", "created"):
+        raise PyruncError("container not running")
+    if not frozen and status != "paused":
+        raise PyruncError("container not paused")
+    cgroups.freeze(rec.get("cgroups") or {}, frozen)
+
+
+def update(root: str, cid: str, resources: dict[str, Any]) -> None:
+    from . import cgroups
+    rec = st_mod.load(root, cid)
+    if st_mod.status(root, rec) == "stopped":
+        raise PyruncError("container not running")
+    cgroups.apply(rec.get("cgroups") or {}, resources)
+    linux = rec.setdefault("config", {}).setdefault("linux", {})
+    merged = linux.setdefault("resources", {})
+    for k, v in resources.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k].update(v)
+        else:
+            merged[k] = v
+    st_mod.save(root, rec)
+
+
+def list_states(root: str) -> list[dict[str, Any]]:
+    out = []
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        try:
+            rec = st_mod.load(root, name)
+        except PyruncError:
+            continue
+        out.append(st_mod.oci_state(root, rec))
+    return out

@@ -1,0 +1,171 @@
+"""`pyrunc exec`: a new process inside a running container's namespaces and cgroups."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from . import state as st_mod
+from .errors import PyruncError
+from .init import NS_FLAGS, NS_PROC
+
+
+def build_process(rec: dict[str, Any], process_file: str | None, args: list[str], opts: dict[str, Any]
+                  ) -> dict[str, Any]:
+    if process_file:
+        import json
+        try:
+            with open(process_file, "rb") as f:
+                return json.loads(f.read())
+        except (OSError, ValueError) as e:
+            raise PyruncError(f"process file {process_file}: {e}") from None
+    base = dict((rec.get("config") or {}).get("process") or {})
+    if not args:
+        raise PyruncError("exec: args must not be empty")
+    base["args"] = args
+    base["terminal"] = bool(opts.get("tty"))
+    env = list(base.get("env") or [])
+    env += opts.get("env") or []
+    base["env"] = env
+    if opts.get("cwd"):
+        base["cwd"] = opts["cwd"]
+    if opts.get("user"):
+        uid, _, gid = opts["user"].partition(":")
+        user = dict(base.get("user") or {})
+        user["uid"] = int(uid)
+        user["gid"] = int(gid) if gid else 0
+        base["user"] = user
+    if opts.get("additional_gids"):
+        user = dict(base.get("user") or {})
+        user["additionalGids"] = [int(g) for g in opts["additional_gids"]]
+        base["user"] = user
+    if opts.get("no_new_privs"):
+        base["noNewPrivileges"] = True
+    return base
+
+
+def _enter(pid: int, namespaces: list[dict[str, Any]]) -> None:
+    from . import syscalls as sc
+    fds = []
+    for typ in ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount"):
+        if not any(n.get("type") == typ for n in namespaces):
+            continue
+        path = f"/proc/{pid}/ns/{NS_PROC[typ]}"
+        try:
+            if os.stat(path).st_ino == os.stat(f"/proc/self/ns/{NS_PROC[typ]}").st_ino:
+                continue
+            fds.append((typ, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+        except OSError as e:
+            raise PyruncError(f"open {path}: {e.strerror}") from None
+    for typ, fd in fds:
+        sc.setns(fd, NS_FLAGS[typ])
+        os.close(fd)
+    if any(t == "user" for t, _ in fds):
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+
+
+def run(root: str, cid: str, proc: dict[str, Any], pid_file: str | None, detach: bool,
+        console_socket: str | None) -> int:
+    from . import cgroups
+    from .sync import pair
+    rec = st_mod.load(root, cid)
+    status = st_mod.status(root, rec)
+    if status == "stopped":
+        raise PyruncError("cannot exec in a stopped container")
+    if status == "paused":
+        raise PyruncError("cannot exec in a paused container")
+    if proc.get("terminal") and not console_socket:
+        raise PyruncError("cannot allocate tty without --console-socket")
+    cfg = rec.get("config") or {}
+    linux = cfg.get("linux") or {}
+    from . import syscalls as sc
+    if not detach:
+        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)  # the exec'd process is re-parented to us: we wait
+    parent, kid = pair()
+    child = os.fork()
+    if child == 0:
+        parent.close()
+        try:
+            cgroups.join(rec.get("cgroups") or {}, os.getpid())
+            sock = None
+            if console_socket:
+                from . import console
+                sock = console.connect(console_socket)
+            from . import process
+            scmp = process.preload(linux.get("seccomp"))
+            _enter(rec["pid"], linux.get("namespaces") or [])
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    _child(proc, scmp, sock)
+                except BaseException as e:  # noqa: BLE001
+                    from .init import _report
+                    _report(kid, e)
+                os._exit(127)
+            kid.send(f"PID {pid}")
+        except BaseException as e:  # noqa: BLE001
+            from .init import _report
+            _report(kid, e)
+            os._exit(1)
+        os._exit(0)
+    kid.close()
+    pid = 0
+    err = None
+    while True:
+        msg = parent.recv()
+        if msg is None:
+            break  # the process exec'd (our pipe is close-on-exec) or died
+        if msg.startswith("PID "):
+            pid = int(msg[4:])
+        elif msg.startswith("ERR "):
+            err = msg[4:]
+    os.waitpid(child, 0)
+    parent.close()
+    if err:
+        if pid:
+            _reap(pid)
+        raise PyruncError(err)
+    if not pid:
+        raise PyruncError("exec: the setup process died")
+    if pid_file:
+        st_mod.write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
+    if detach:
+        return 0
+    return _wait_forwarding(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _wait_forwarding(pid: int) -> int:
+    def forward(signum: int, _frame: Any) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+              signal.SIGWINCH):
+        signal.signal(s, forward)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def _child(proc: dict[str, Any], seccomp: Any, sock: int | None) -> None:
+    from . import process
+    path, args, env = process.prepare(proc)
+    if sock is not None:
+        from . import console
+        console.setup_pty(sock, int((proc.get("user") or {}).get("uid", 0)), proc.get("consoleSize"))
+    process.finish(proc, seccomp)
+    os.execve(path, args, env)

@@ -1,0 +1,173 @@
+"""The container side of `create`: enter namespaces, fork the init (pid 1 of a new pid
+namespace), build the root filesystem, then wait on the exec fifo until `start`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import syscalls as sc
+from .errors import PyruncError
+from .sync import Channel
+
+NS_FLAGS = {"pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET, "mount": sc.CLONE_NEWNS,
+            "ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS, "user": sc.CLONE_NEWUSER,
+            "cgroup": sc.CLONE_NEWCGROUP, "time": sc.CLONE_NEWTIME}
+NS_PROC = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts", "user": "user",
+           "cgroup": "cgroup", "time": "time"}
+# join order: user first (it owns the others), mount last (it changes how paths resolve)
+_ORDER = ["user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount"]
+
+
+def enter_namespaces(namespaces: list[dict[str, Any]], chan: Channel | None) -> None:
+    """setns the ones given by path, unshare the new ones (asking the parent for id maps)."""
+    joined = {n["type"]: n["path"] for n in namespaces if n.get("path")}
+    fds = {}
+    for typ, path in joined.items():
+        try:
+            fds[typ] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise PyruncError(f"open namespace {typ} path {path}: {e.strerror}") from None
+    for typ in _ORDER:
+        if typ in fds:
+            try:
+                sc.setns(fds[typ], NS_FLAGS[typ])
+            except OSError as e:
+                raise PyruncError(f"joining {typ} namespace {joined[typ]}: {e.strerror}") from None
+            os.close(fds[typ])
+    new = [n["type"] for n in namespaces if not n.get("path")]
+    if "user" in new:
+        sc.unshare(sc.CLONE_NEWUSER)
+        assert chan is not None
+        chan.send("USERNS")
+        chan.expect_ok()
+    if "user" in new or "user" in joined:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    flags = 0
+    for t in new:
+        if t != "user":
+            flags |= NS_FLAGS[t]
+    if flags:
+        sc.unshare(flags)
+
+
+def stage1(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
+    """Runs in the first child of `create`; forks the init and exits."""
+    from . import cgroups
+    cgroups.join(ctx["cgroups"], os.getpid())  # before unshare: the cgroup ns is rooted here
+    linux = cfg.get("linux") or {}
+    enter_namespaces(linux.get("namespaces") or [], chan)
+    offsets = linux.get("timeOffsets")
+    if offsets and any(n["type"] == "time" and not n.get("path") for n in linux.get("namespaces") or []):
+        with open("/proc/self/timens_offsets", "w") as f:
+            for clock, off in offsets.items():
+                f.write(f"{clock} {off.get('secs', 0)} {off.get('nanosecs', 0)}\n")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            stage2(cfg, ctx, chan)
+        except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
+            _report(chan, e)
+            os._exit(1)
+        os._exit(0)
+    chan.send(f"PID {pid}")
+    os._exit(0)
+
+
+def _report(chan: Channel, e: BaseException) -> None:
+    if isinstance(e, SystemExit):
+        return
+    if isinstance(e, PyruncError):
+        msg = str(e)
+    else:
+        tb = e.__traceback__
+        while tb and tb.tb_next:
+            tb = tb.tb_next
+        where = f" ({tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno})" if tb else ""
+        msg = f"{type(e).__name__}: {e}{where}"
+    try:
+        chan.send("ERR " + msg)
+    except OSError:
+        pass
+
+
+def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
+    from . import devices, mounts, process
+    from .hooks import run as run_hooks
+    linux = cfg.get("linux") or {}
+    proc = cfg.get("process") or {}
+    rootfs = ctx["rootfs"]
+    types = {n["type"] for n in linux.get("namespaces") or []}
+    userns = "user" in types
+    ctx["userns"] = userns
+    ctx["cgroupns"] = "cgroup" in types
+    mnts = cfg.get("mounts") or []
+    mounts.prepare_root(rootfs, linux.get("rootfsPropagation"))
+    for m in mnts:
+        mounts.mount_one(rootfs, ctx["bundle"], m, ctx)
+    if devices.needs_setup(mnts):
+        devices.create_devices(rootfs, devices.all_devices(linux.get("devices") or []), userns)
+        devices.create_symlinks(rootfs)
+    sock = None
+    if ctx.get("console_socket") and proc.get("terminal"):
+        from . import console
+        sock = console.connect(ctx["console_socket"])
+    fifo = os.open(ctx["fifo"], os.O_PATH | os.O_CLOEXEC)
+    hooks = cfg.get("hooks") or {}
+    scmp = process.preload(linux.get("seccomp"))
+    if hooks.get("startContainer"):
+        import json  # noqa: F401
+        import subprocess  # noqa: F401
+    if any(hooks.get(k) for k in ("prestart", "createRuntime", "createContainer", "startContainer")):
+        chan.send("HOOKS")  # the parent runs prestart/createRuntime and tells us our host pid
+        ctx["host_pid"] = int(chan.expect_ok() or 0)
+    if hooks.get("createContainer"):
+        run_hooks("createContainer", hooks["createContainer"], _state(ctx, "created"))
+    if ctx.get("no_pivot"):
+        mounts.move_root(rootfs)
+    else:
+        mounts.pivot(rootfs)
+    mounts.mask_paths(linux.get("maskedPaths") or [])
+    mounts.readonly_paths(linux.get("readonlyPaths") or [], userns)
+    if (cfg.get("root") or {}).get("readonly"):
+        mounts.remount_root_readonly()
+    if linux.get("rootfsPropagation"):
+        sc.mount(None, "/", None, mounts.PROPAGATION[linux["rootfsPropagation"]], None)
+    if cfg.get("hostname"):
+        sc.sethostname(cfg["hostname"])
+    if cfg.get("domainname"):
+        sc.setdomainname(cfg["domainname"])
+    for key, value in (linux.get("sysctl") or {}).items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as e:
+            raise PyruncError(f"sysctl {key}={value}: {e.strerror}") from None
+    path, args, env = process.prepare(proc)
+    if sock is not None:
+        from . import console
+        console.setup_pty(sock, int((proc.get("user") or {}).get("uid", 0)), proc.get("consoleSize"))
+    elif not proc.get("terminal"):
+        os.setsid() if ctx.get("setsid") else None
+    chan.send("READY")
+    chan.close()
+    # the create/start split: block here until `start` opens the other end of the fifo
+    wfd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(wfd, b"0")
+    os.close(wfd)
+    os.close(fifo)
+    try:
+        if hooks.get("startContainer"):
+            run_hooks("startContainer", hooks["startContainer"], _state(ctx, "running"))
+        process.finish(proc, scmp)
+        os.execve(path, args, env)
+    except BaseException as e:  # noqa: BLE001 - after READY the only witness left is stderr
+        os.write(2, f"pyrunc init: {e}\n".encode())
+        os._exit(127)
+
+
+def _state(ctx: dict[str, Any], status: str) -> dict[str, Any]:
+    return {"ociVersion": "1.2.0", "id": ctx["id"], "status": status,
+            "pid": ctx.get("host_pid") or os.getpid(), "bundle": ctx["bundle"], "annotations": ctx.get("annotations") or {}}

@@ -1,0 +1,55 @@
+"""--log / --log-format: runc writes logrus text or JSON lines; conmon and adapters read them."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+_path: str | None = None
+_json = False
+_debug = False
+
+
+def configure(path: str | None, fmt: str, debug: bool) -> None:
+    global _path, _json, _debug
+    _path, _json, _debug = path, fmt == "json", debug
+
+
+def _line(level: str, msg: str) -> str:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if _json:
+        import json
+        return json.dumps({"level": level, "msg": msg, "time": now}) + "\n"
+    return f'time="{now}" level={level} msg="{msg}"\n'
+
+
+def _write(level: str, msg: str) -> None:
+    if not _path:
+        return
+    try:
+        fd = os.open(_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, _line(level, msg).encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def error(msg: str) -> None:
+    _write("error", msg)
+    try:
+        sys.stderr.write(_line("error", msg) if not _json else msg + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def warning(msg: str) -> None:
+    _write("warning", msg)
+
+
+def debug(msg: str) -> None:
+    if _debug:
+        _write("debug", msg)

@@ -1,0 +1,293 @@
+"""Mounts inside the new mount namespace: spec mounts, rootfs preparation, pivot_root,
+masked and read-only paths. Option parsing is pure (`parse_options`)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any
+
+from . import syscalls as sc
+from .errors import PyruncError
+
+# option -> (clear?, flag)
+_FLAGS: dict[str, tuple[bool, int]] = {
+    "ro": (False, sc.MS_RDONLY), "rw": (True, sc.MS_RDONLY),
+    "nosuid": (False, sc.MS_NOSUID), "suid": (True, sc.MS_NOSUID),
+    "nodev": (False, sc.MS_NODEV), "dev": (True, sc.MS_NODEV),
+    "noexec": (False, sc.MS_NOEXEC), "exec": (True, sc.MS_NOEXEC),
+    "sync": (False, sc.MS_SYNCHRONOUS), "async": (True, sc.MS_SYNCHRONOUS),
+    "dirsync": (False, sc.MS_DIRSYNC), "remount": (False, sc.MS_REMOUNT),
+    "mand": (False, sc.MS_MANDLOCK), "nomand": (True, sc.MS_MANDLOCK),
+    "noatime": (False, sc.MS_NOATIME), "atime": (True, sc.MS_NOATIME),
+    "nodiratime": (False, sc.MS_NODIRATIME), "diratime": (True, sc.MS_NODIRATIME),
+    "bind": (False, sc.MS_BIND), "rbind": (False, sc.MS_BIND | sc.MS_REC),
+    "relatime": (False, sc.MS_RELATIME), "norelatime": (True, sc.MS_RELATIME),
+    "strictatime": (False, sc.MS_STRICTATIME), "nostrictatime": (True, sc.MS_STRICTATIME),
+    "lazytime": (False, sc.MS_LAZYTIME), "nolazytime": (True, sc.MS_LAZYTIME),
+    "silent": (False, sc.MS_SILENT), "loud": (True, sc.MS_SILENT),
+    "iversion": (False, sc.MS_I_VERSION), "noiversion": (True, sc.MS_I_VERSION),
+    "nosymfollow": (False, sc.MS_NOSYMFOLLOW), "symfollow": (True, sc.MS_NOSYMFOLLOW),
+}
+PROPAGATION: dict[str, int] = {
+    "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
+    "shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC,
+    "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
+    "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
+}
+_IGNORED = {"tmpcopyup", "defaults", "_netdev"}
+MOUNT_OPTIONS = sorted([*_FLAGS, *PROPAGATION, *_IGNORED])
+
+
+def parse_options(options: list[str]) -> tuple[int, list[int], str]:
+    """-> (mount flags, propagation flags to apply afterwards, data string)."""
+    flags = 0
+    prop: list[int] = []
+    data: list[str] = []
+    for opt in options:
+        if opt in _FLAGS:
+            clear, f = _FLAGS[opt]
+            flags = flags & ~f if clear else flags | f
+        elif opt in PROPAGATION:
+            prop.append(PROPAGATION[opt])
+        elif opt in _IGNORED:
+            continue
+        elif opt in ("idmap", "ridmap"):
+            raise PyruncError(f"mount option {opt} is not supported")
+        else:
+            data.append(opt)
+    return flags, prop, ",".join(data)
+
+
+def secure_join(root: str, unsafe: str) -> str:
+    """Resolve `unsafe` inside `root`, following symlinks as if root were '/'."""
+    parts = [p for p in unsafe.split("/") if p]
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        p = parts.pop(0)
+        if p == ".":
+            continue
+        if p == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        full = os.path.join(root, *resolved, p)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            resolved.append(p)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > 255:
+                raise PyruncError(f"too many symlinks resolving {unsafe}")
+            target = os.readlink(full)
+            if target.startswith("/"):
+                resolved = []
+            parts = [x for x in target.split("/") if x] + parts
+            continue
+        resolved.append(p)
+    return os.path.join(root, *resolved)
+
+
+def validate(mounts: list[Any]) -> None:
+    """Structural checks done before anything is created."""
+    for i, m in enumerate(mounts):
+        if not isinstance(m, dict):
+            raise PyruncError(f"invalid mount #{i}: not an object")
+        dest = m.get("destination")
+        if not isinstance(dest, str) or not dest:
+            raise PyruncError(f"invalid mount #{i}: destination is required")
+        opts = m.get("options") or []
+        if not isinstance(opts, list) or not all(isinstance(o, str) for o in opts):
+            raise PyruncError(f"invalid mount {dest}: options must be a list of strings")
+        typ = m.get("type") or ""
+        if not isinstance(typ, str):
+            raise PyruncError(f"invalid mount {dest}: type must be a string")
+        parse_options(opts)
+        is_bind = typ == "bind" or "bind" in opts or "rbind" in opts
+        if not typ and not is_bind:
+            raise PyruncError(f"invalid mount {dest}: no type and not a bind mount")
+        if typ and not is_bind and typ not in ("cgroup", "cgroup2") and not _fs_known(typ):
+            raise PyruncError(f"invalid mount {dest}: unknown filesystem type {typ!r}")
+
+
+_FILESYSTEMS: set[str] | None = None
+
+
+def _fs_known(typ: str) -> bool:
+    global _FILESYSTEMS
+    if _FILESYSTEMS is None:
+        try:
+            with open("/proc/filesystems") as f:
+                _FILESYSTEMS = {ln.split()[-1] for ln in f if ln.strip()}
+        except OSError:
+            return True
+    base = typ.split(".")[0]  # fuse.sshfs
+    return typ in _FILESYSTEMS or base in _FILESYSTEMS
+
+
+def _mkdest(dest: str, source_is_dir: bool) -> None:
+    if os.path.lexists(dest):
+        return
+    if source_is_dir:
+        os.makedirs(dest, 0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(dest), 0o755, exist_ok=True)
+        os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o755))
+
+
+def _locked_flags(path: str) -> int:
+    """Flags an unprivileged (userns) bind remount must keep or the kernel refuses it."""
+    st = os.statvfs(path)
+    out = 0
+    for st_flag, ms in ((os.ST_NOSUID, sc.MS_NOSUID), (os.ST_NODEV, sc.MS_NODEV),
+                        (os.ST_NOEXEC, sc.MS_NOEXEC), (os.ST_RDONLY, sc.MS_RDONLY)):
+        if st.f_flag & st_flag:
+            out |= ms
+    return out
+
+
+def bind_remount(dest: str, flags: int, userns: bool) -> None:
+    extra = _locked_flags(dest) & ~sc.MS_RDONLY if userns else 0
+    sc.mount(None, dest, None, sc.MS_BIND | sc.MS_REMOUNT | (flags & ~(sc.MS_BIND | sc.MS_REC)) | extra,
+             None)
+
+
+def mount_one(rootfs: str, bundle: str, m: dict[str, Any], ctx: dict[str, Any]) -> None:
+    typ = m.get("type") or ""
+    opts = m.get("options") or []
+    flags, prop, data = parse_options(opts)
+    dest = secure_join(rootfs, m["destination"])
+    source = m.get("source") or typ or "none"
+    userns = ctx.get("userns", False)
+    if typ == "bind" or flags & sc.MS_BIND:
+        if not source.startswith("/"):
+            source = os.path.join(bundle, source)
+        try:
+            st = os.stat(source)
+        except OSError as e:
+            raise PyruncError(f"bind mount source {source}: {e.strerror}") from None
+        _mkdest(dest, stat.S_ISDIR(st.st_mode))
+        sc.mount(source, dest, None, sc.MS_BIND | (flags & sc.MS_REC), None)
+        if flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT):
+            bind_remount(dest, flags, userns)
+    elif typ in ("cgroup", "cgroup2"):
+        _mount_cgroup(dest, flags, ctx)
+    else:
+        if os.path.islink(dest):
+            raise PyruncError(f"mount destination {m['destination']} is a symlink")
+        _mkdest(dest, True)
+        if typ == "tmpfs" and m["destination"] == "/dev" and "mode=" not in data:
+            data = ",".join(x for x in (data, "mode=755") if x)
+        try:
+            sc.mount(source, dest, typ, flags & ~sc.MS_REMOUNT, data)
+        except OSError as e:
+            # without a netns of their own, sysfs and mqueue cannot be mounted in a userns: bind
+            if e.errno in (1, 13) and typ in ("sysfs", "mqueue") and userns:
+                host = "/sys" if typ == "sysfs" else "/dev/mqueue"
+                sc.mount(host, dest, None, sc.MS_BIND | sc.MS_REC, None)
+                bind_remount(dest, flags, userns)
+            else:
+                raise PyruncError(f"mount {m['destination']} ({typ}): {e.strerror}") from None
+    for p in prop:
+        sc.mount(None, dest, None, p, None)
+
+
+def _mount_cgroup(dest: str, flags: int, ctx: dict[str, Any]) -> None:
+    cg = ctx["cgroups"]
+    base = flags & ~(sc.MS_RDONLY | sc.MS_REMOUNT)
+    _mkdest(dest, True)
+    if cg["mode"] == "v2":
+        if ctx.get("cgroupns"):
+            sc.mount("cgroup2", dest, "cgroup2", flags, None)
+        else:
+            sc.mount(cg["paths"][""], dest, None, sc.MS_BIND | sc.MS_REC, None)
+            bind_remount(dest, flags | sc.MS_BIND, ctx.get("userns", False))
+        return
+    # v1: a tmpfs holding one bind mount per hierarchy, each showing the container's own cgroup
+    sc.mount("tmpfs", dest, "tmpfs", base, "mode=755")
+    for key, host in cg["paths"].items():
+        name = key.replace("name=", "") if key != "unified" else "unified"
+        sub = os.path.join(dest, name)
+        os.makedirs(sub, 0o755, exist_ok=True)
+        if not os.path.isdir(host):
+            continue
+        sc.mount(host, sub, None, sc.MS_BIND, None)
+        bind_remount(sub, flags | sc.MS_BIND, ctx.get("userns", False))
+        if "," in name:  # cpu,cpuacct -> also cpu and cpuacct symlinks, as on the host
+            for part in name.split(","):
+                link = os.path.join(dest, part)
+                if not os.path.lexists(link):
+                    os.symlink(name, link)
+    if flags & sc.MS_RDONLY:
+        sc.mount(None, dest, None, sc.MS_REMOUNT | base | sc.MS_RDONLY, None)
+
+
+def make_parent_private(path: str) -> None:
+    """pivot_root refuses a shared parent mount; make the mount holding the rootfs private."""
+    best, shared = "", False
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left = line.split(" - ")[0].split()
+            mnt = left[4]
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, shared = mnt, any(x.startswith("shared:") for x in left[6:])
+    if best and shared:
+        sc.mount(None, best, None, sc.MS_PRIVATE, None)
+
+
+def prepare_root(rootfs: str, propagation: str | None) -> None:
+    flag = PROPAGATION.get(propagation or "", 0) or (sc.MS_SLAVE | sc.MS_REC)
+    sc.mount(None, "/", None, flag, None)
+    make_parent_private(rootfs)
+    sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC, None)
+
+
+def pivot(rootfs: str) -> None:
+    old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    new = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fchdir(new)
+        sc.pivot_root(".", ".")
+        # the old root is stacked under the new one; detach it without propagating to the host
+        os.fchdir(old)
+        sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC, None)
+        sc.umount2(".", sc.MNT_DETACH)
+        os.chdir("/")
+    finally:
+        os.close(old)
+        os.close(new)
+
+
+def move_root(rootfs: str) -> None:
+    """--no-pivot: move the rootfs over / and chroot into it."""
+    os.chdir(rootfs)
+    sc.mount(rootfs, "/", None, sc.MS_MOVE, None)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def mask_paths(paths: list[str]) -> None:
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            sc.mount("tmpfs", p, "tmpfs", sc.MS_RDONLY, None)
+        else:
+            sc.mount("/dev/null", p, None, sc.MS_BIND, None)
+
+
+def readonly_paths(paths: list[str], userns: bool) -> None:
+    for p in paths:
+        if not os.path.exists(p):
+            continue
+        sc.mount(p, p, None, sc.MS_BIND | sc.MS_REC, None)
+        bind_remount(p, sc.MS_RDONLY | sc.MS_REC, userns)
+
+
+def remount_root_readonly() -> None:
+    sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | _locked_flags("/"), None)

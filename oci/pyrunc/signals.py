@@ -1,0 +1,33 @@
+"""Signal names as runc accepts them: KILL, SIGKILL, sigkill, 9, and RT signals."""
+
+from __future__ import annotations
+
+import signal
+
+from .errors import PyruncError
+
+
+def parse_signal(text: str) -> int:
+    s = text.strip()
+    if s.isdigit():
+        num = int(s)
+        if 0 < num <= signal.SIGRTMAX:
+            return num
+        raise PyruncError(f"unknown signal {text!r}")
+    name = s.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    if name.startswith("SIGRTMIN+") or name.startswith("SIGRTMAX-"):
+        base, _, off = name[3:].partition("+" if "+" in name else "-")
+        try:
+            n = int(off)
+        except ValueError:
+            raise PyruncError(f"unknown signal {text!r}") from None
+        num = signal.SIGRTMIN + n if base == "RTMIN" else signal.SIGRTMAX - n
+        if signal.SIGRTMIN <= num <= signal.SIGRTMAX:
+            return num
+        raise PyruncError(f"unknown signal {text!r}")
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise PyruncError(f"unknown signal {text!r}") from None

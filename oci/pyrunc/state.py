@@ -1,0 +1,94 @@
+"""Container state under --root/<id>: state.json written atomically, status derived from the
+live process (pid plus its start time, so a recycled pid is not mistaken for the container)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from .errors import ALREADY_EXISTS, NOT_EXIST, PyruncError
+
+OCI_VERSION = "1.2.0"
+FIFO = "exec.fifo"
+
+
+def container_dir(root: str, cid: str) -> str:
+    if not cid or "/" in cid or cid in (".", "..") or "\0" in cid:
+        raise PyruncError(f"invalid container id {cid!r}")
+    return os.path.join(root, cid)
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def save(root: str, st: dict[str, Any]) -> None:
+    write_atomic(os.path.join(container_dir(root, st["id"]), "state.json"),
+                 json.dumps(st, separators=(",", ":")).encode())
+
+
+def load(root: str, cid: str) -> dict[str, Any]:
+    path = os.path.join(container_dir(root, cid), "state.json")
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        raise PyruncError(NOT_EXIST) from None
+    except ValueError as e:
+        raise PyruncError(f"corrupt state for {cid}: {e}") from None
+
+
+def reserve(root: str, cid: str) -> str:
+    os.makedirs(root, 0o711, exist_ok=True)
+    d = container_dir(root, cid)
+    try:
+        os.mkdir(d, 0o711)
+    except FileExistsError:
+        raise PyruncError(ALREADY_EXISTS) from None
+    return d
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat, or None when gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rindex(b")") + 2:].split()
+    if rest[0] in (b"Z", b"X"):
+        return None
+    return int(rest[19])
+
+
+def alive(st: dict[str, Any]) -> bool:
+    pid = st.get("pid") or 0
+    return pid > 0 and proc_start_time(pid) == st.get("pid_start")
+
+
+def status(root: str, st: dict[str, Any]) -> str:
+    if not alive(st):
+        return "stopped"
+    if os.path.exists(os.path.join(container_dir(root, st["id"]), FIFO)):
+        return "created"
+    from . import cgroups
+    if cgroups.is_frozen(st.get("cgroups") or {}):
+        return "paused"
+    return "running"
+
+
+def oci_state(root: str, st: dict[str, Any], override: str | None = None) -> dict[str, Any]:
+    stat = override or status(root, st)
+    return {
+        "ociVersion": OCI_VERSION, "id": st["id"], "pid": st["pid"] if stat != "stopped" else 0,
+        "status": stat, "bundle": st["bundle"], "rootfs": st.get("rootfs", ""),
+        "created": st.get("created", ""), "owner": "", "annotations": st.get("annotations") or {},
+    }
