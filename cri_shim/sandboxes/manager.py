@@ -270,6 +270,10 @@ class SandboxManager:
     async def _destroy(self, sb: Sandbox) -> None:
         if sb.shm_path.exists():
             _umount(sb.shm_path)
+        if not sb.meta.cgroup_parent:
+            # Containers of a pod without a kubelet cgroup parent live under
+            # /cri-shim/<pod id>; runtimes remove their own cgroup, we remove the parent.
+            _remove_cgroup_dirs(f"cri-shim/{sb.meta.id}")
         await asyncio.to_thread(shutil.rmtree, sb.dir, True)
         await asyncio.to_thread(self.store.delete, sb.meta.id)
         self.sandboxes.pop(sb.meta.id, None)
@@ -371,6 +375,13 @@ def _namespaced_sysctl(key: str, sb: Sandbox) -> bool:
     if key.startswith(("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")):
         return not sb.meta.host_ipc
     return False
+
+
+def _remove_cgroup_dirs(rel: str, root: Path = Path("/sys/fs/cgroup")) -> None:
+    candidates = [root / rel] + [d / rel for d in root.iterdir() if d.is_dir()] if root.exists() else []
+    for d in candidates:
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 def _libc() -> ctypes.CDLL:
