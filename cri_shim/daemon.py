@@ -27,6 +27,7 @@ from cri_shim.criapi import api_pb2 as pb
 from cri_shim.criapi import api_pb2_grpc
 from cri_shim.errors import FailedPrecondition
 from cri_shim.event_bus import EventBus
+from cri_shim.imaging.manager import ImageManager
 from cri_shim.runtime_handlers import HandlerRegistry
 from cri_shim.sandboxes.manager import SandboxManager
 
@@ -55,9 +56,9 @@ class Daemon:
         self.pod_cidr = ""
         self._stopping = asyncio.Event()
         self.events = EventBus()
-        # The image side (issue 4) sets self.images to an ImageProvider; until then
-        # container creation answers FAILED_PRECONDITION.
-        self.images: ImageProvider | None = None
+        self.image_manager = ImageManager(config)
+        self.images: ImageProvider | None = self.image_manager
+        self.add_component(self.image_manager)
         self.sandboxes = SandboxManager(config, self.handlers, self._sandbox_event)
         self.containers = ContainerManager(
             config, self.handlers, self.sandboxes, _ImagesProxy(self), self._container_event

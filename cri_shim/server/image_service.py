@@ -1,19 +1,77 @@
-"""runtime.v1.ImageService."""
+"""runtime.v1.ImageService over the image manager."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from cri_shim.criapi import api_pb2 as pb
 from cri_shim.criapi import api_pb2_grpc
+from cri_shim.imaging import auth
 from cri_shim.server.unimplemented import fill_unimplemented
 
 if TYPE_CHECKING:
     from cri_shim.daemon import Daemon
+    from cri_shim.imaging.manager import ImageManager
 
 
 class ImageService(api_pb2_grpc.ImageServiceServicer):
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
+
+    @property
+    def _images(self) -> ImageManager:
+        return self.daemon.image_manager
+
+    def _matches(self, img: pb.Image, f: pb.ImageFilter | None) -> bool:
+        if f is None or not f.image.image:
+            return True
+        rec = self._images.find(f.image.image)
+        return rec is not None and rec.id == img.id
+
+    async def ListImages(self, request: pb.ListImagesRequest, context: object) -> pb.ListImagesResponse:
+        f = request.filter if request.HasField("filter") else None
+        imgs = [self._images.to_pb(r) for r in list(self._images.images.values())]
+        return pb.ListImagesResponse(images=[i for i in imgs if self._matches(i, f)])
+
+    async def StreamImages(
+        self, request: pb.StreamImagesRequest, context: object
+    ) -> AsyncIterator[pb.StreamImagesResponse]:
+        for r in list(self._images.images.values()):
+            yield pb.StreamImagesResponse(image=self._images.to_pb(r))
+
+    async def ImageStatus(self, request: pb.ImageStatusRequest, context: object) -> pb.ImageStatusResponse:
+        rec = self._images.find(request.image.image)
+        if rec is None:
+            return pb.ImageStatusResponse()  # CRI: a missing image is an empty answer
+        resp = pb.ImageStatusResponse(image=self._images.to_pb(rec))
+        if request.verbose:
+            resp.info["info"] = json.dumps({"imageSpec": rec.config, "chainIDs": rec.chain})
+        return resp
+
+    async def PullImage(self, request: pb.PullImageRequest, context: object) -> pb.PullImageResponse:
+        a = request.auth
+        creds = auth.from_auth_config(a.username, a.password, a.auth, a.identity_token, a.registry_token)
+        image_id = await self._images.pull(request.image.image, creds)
+        return pb.PullImageResponse(image_ref=image_id)
+
+    async def RemoveImage(self, request: pb.RemoveImageRequest, context: object) -> pb.RemoveImageResponse:
+        await self._images.remove(request.image.image)
+        return pb.RemoveImageResponse()
+
+    async def ImageFsInfo(self, request: pb.ImageFsInfoRequest, context: object) -> pb.ImageFsInfoResponse:
+        import time
+
+        ib, ii, cb, ci = self._images.fs_usage()
+        ts = time.time_ns()
+        root = self.daemon.config.root_dir
+        image = pb.FilesystemUsage(timestamp=ts,
+                                   fs_id=pb.FilesystemIdentifier(mountpoint=f"{root}/snapshots"))
+        image.used_bytes.value, image.inodes_used.value = ib, ii
+        ctr = pb.FilesystemUsage(timestamp=ts, fs_id=pb.FilesystemIdentifier(mountpoint=f"{root}/rootfs"))
+        ctr.used_bytes.value, ctr.inodes_used.value = cb, ci
+        return pb.ImageFsInfoResponse(image_filesystems=[image], container_filesystems=[ctr])
 
 
 fill_unimplemented(ImageService, api_pb2_grpc.ImageServiceServicer, "ImageService")

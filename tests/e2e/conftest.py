@@ -10,6 +10,8 @@ import pytest
 
 from tests.e2e.daemon import DaemonProcess
 
+pytest_plugins = ["tests.e2e.registry"]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

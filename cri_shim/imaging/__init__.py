@@ -1,0 +1,1 @@
+"""Images: references, registry pulls, content store, safe layer unpacking, overlay snapshots."""

@@ -1,0 +1,123 @@
+"""Image metadata in sqlite, and the content store of blobs by digest."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ImageRecord:
+    id: str  # config digest
+    repo_tags: list[str] = field(default_factory=list)
+    repo_digests: list[str] = field(default_factory=list)
+    size: int = 0
+    config: dict[str, Any] = field(default_factory=dict)  # the whole image config document
+    chain: list[str] = field(default_factory=list)  # chain IDs, bottom layer first
+    blobs: list[str] = field(default_factory=list)  # manifest(s), config, layer digests
+    pinned: bool = False
+
+
+class ImageDB:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS images (id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS layers (chain TEXT PRIMARY KEY, n INTEGER UNIQUE, "
+                         "size INTEGER)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS snapshots (container TEXT PRIMARY KEY, image TEXT)")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def put_image(self, rec: ImageRecord) -> None:
+        self._q("INSERT OR REPLACE INTO images VALUES (?, ?)", (rec.id, json.dumps(rec.__dict__)))
+
+    def delete_image(self, image_id: str) -> None:
+        self._q("DELETE FROM images WHERE id = ?", (image_id,))
+
+    def images(self) -> list[ImageRecord]:
+        return [ImageRecord(**json.loads(doc)) for (doc,) in self._q("SELECT doc FROM images")]
+
+    def layer_number(self, chain: str) -> int | None:
+        rows = self._q("SELECT n FROM layers WHERE chain = ?", (chain,))
+        return rows[0][0] if rows else None
+
+    def reserve_layer(self, chain: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT n FROM layers WHERE chain = ?", (chain,)).fetchone()
+            if row:
+                return int(row[0])
+            n = (self._db.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM layers").fetchone())[0]
+            self._db.execute("INSERT INTO layers VALUES (?, ?, NULL)", (chain, n))
+            return int(n)
+
+    def set_layer_size(self, chain: str, size: int) -> None:
+        self._q("UPDATE layers SET size = ? WHERE chain = ?", (size, chain))
+
+    def layers(self) -> list[tuple[str, int, int | None]]:
+        return [(c, n, s) for c, n, s in self._q("SELECT chain, n, size FROM layers")]
+
+    def delete_layer(self, chain: str) -> None:
+        self._q("DELETE FROM layers WHERE chain = ?", (chain,))
+
+    def put_snapshot(self, container: str, image: str) -> None:
+        self._q("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", (container, image))
+
+    def delete_snapshot(self, container: str) -> None:
+        self._q("DELETE FROM snapshots WHERE container = ?", (container,))
+
+    def snapshots(self) -> dict[str, str]:
+        return dict(self._q("SELECT container, image FROM snapshots"))
+
+
+class ContentStore:
+    """Blobs at <root>/blobs/sha256/<hex>, written through temp files and renamed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs" / "sha256"
+        self.tmp = root / "ingest"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        algo, _, hexd = digest.partition(":")
+        if algo != "sha256" or len(hexd) != 64 or not all(c in "0123456789abcdef" for c in hexd):
+            raise ValueError(f"unsupported digest {digest!r}")
+        return self.blobs / hexd
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).exists()
+
+    def commit(self, tmp: Path, digest: str) -> None:
+        os.replace(tmp, self.path(digest))
+        dfd = os.open(self.blobs, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def write(self, digest: str, data: bytes) -> None:
+        tmp = self.tmp / f"{digest[7:]}.{os.getpid()}.{threading.get_ident()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        self.commit(tmp, digest)
+
+    def all(self) -> list[str]:
+        return ["sha256:" + p.name for p in self.blobs.iterdir()]
