@@ -233,7 +233,7 @@ class ContainerManager:
                      when: int | None = None) -> None:
         c.status.state = EXITED
         c.status.exit_code = code
-        c.status.finished_at = when or now_ns()
+        c.status.finished_at = max(when or now_ns(), c.status.started_at)
         c.status.reason = reason
         c.status.message = message
         self._persist(c)
@@ -363,13 +363,15 @@ class ContainerManager:
                 raise FailedPrecondition(
                     f"container {c.meta.id} is {c.status.state}, only a created container can start"
                 )
+            # Taken before start: a process that exits at once must not finish before it started.
+            started = now_ns()
             try:
                 await self.runtime_for(c.meta.handler).start(c.meta.id)
             except OCIRuntimeError as e:
                 self._mark_exited(c, 128, "StartError", str(e))
                 raise
             c.status.state = RUNNING
-            c.status.started_at = now_ns()
+            c.status.started_at = started
             self._persist(c)
         self.publish(c.meta.id, pb.CONTAINER_STARTED_EVENT, c.meta.pod_id)
 

@@ -1,0 +1,238 @@
+"""Issue 5, containers: pods with containers on every backend, through the real socket.
+
+Real conmon, real CNI, an image pulled from a local registry; run once per backend.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from cri_shim.criapi import api_pb2 as pb
+from tests.e2e.cni_fixtures import PodNetwork, test_network  # noqa: F401 - fixture
+from tests.e2e.daemon import DaemonProcess
+
+pytestmark = pytest.mark.root
+
+BACKENDS = ["runc", "crun", "pyrunc"]
+CRI_LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+(Z|[+-]\d\d:\d\d) (stdout|stderr) (P|F) (.*)$")
+
+
+@pytest.fixture
+def cri(daemon_factory, test_network: PodNetwork, busybox_image: str):  # noqa: F811
+    d = daemon_factory(test_network.config_toml() + busybox_image_config())
+    d.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=busybox_image)))
+    yield d
+    if d.channel is not None:
+        for c in d.runtime.ListContainers(pb.ListContainersRequest()).containers:
+            d.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=c.id))
+        for p in d.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items:
+            d.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=p.id))
+
+
+def busybox_image_config() -> str:
+    return ""
+
+
+class Pod:
+    def __init__(self, d: DaemonProcess, name: str, handler: str, log_dir: Path, image: str) -> None:
+        self.d, self.image = d, image
+        self.config = pb.PodSandboxConfig(
+            metadata=pb.PodSandboxMetadata(name=name, namespace="e2e", uid=f"uid-{name}"),
+            hostname=name, log_directory=str(log_dir))
+        self.config.linux.security_context.namespace_options.pid = pb.CONTAINER
+        self.id = d.runtime.RunPodSandbox(
+            pb.RunPodSandboxRequest(config=self.config, runtime_handler=handler)).pod_sandbox_id
+
+    def container_config(self, name: str, command: list[str], **kw) -> pb.ContainerConfig:
+        cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name=name),
+                                 image=pb.ImageSpec(image=self.image), command=command,
+                                 log_path=f"{name}/0.log")
+        for k, v in kw.get("labels", {}).items():
+            cfg.labels[k] = v
+        if "memory" in kw:
+            cfg.linux.resources.memory_limit_in_bytes = kw["memory"]
+        return cfg
+
+    def create(self, name: str, command: list[str], **kw) -> str:
+        return self.d.runtime.CreateContainer(pb.CreateContainerRequest(
+            pod_sandbox_id=self.id, config=self.container_config(name, command, **kw),
+            sandbox_config=self.config)).container_id
+
+    def run(self, name: str, command: list[str], **kw) -> str:
+        cid = self.create(name, command, **kw)
+        self.d.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
+        return cid
+
+    def status(self, cid: str) -> pb.ContainerStatus:
+        return self.d.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
+
+    def wait_state(self, cid: str, state: int, timeout: float = 20) -> pb.ContainerStatus:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.status(cid)
+            if st.state == state:
+                return st
+            time.sleep(0.1)
+        raise AssertionError(f"container {cid} never reached {state}: {st}")
+
+    def exec(self, cid: str, cmd: list[str], timeout: int = 10) -> pb.ExecSyncResponse:
+        return self.d.runtime.ExecSync(pb.ExecSyncRequest(container_id=cid, cmd=cmd, timeout=timeout))
+
+
+def conmon_pids(d: DaemonProcess) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", f"conmon.*{d.state_dir}"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def mounts_under(path: Path) -> list[str]:
+    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4].startswith(str(path))]
+
+
+def cgroup_dirs(pod_id: str) -> list[Path]:
+    return [p for p in Path("/sys/fs/cgroup").glob(f"*/cri-shim/{pod_id}*")] + \
+        [p for p in Path("/sys/fs/cgroup").glob(f"cri-shim/{pod_id}*")]
+
+
+@pytest.mark.parametrize("handler", BACKENDS)
+def test_two_containers_share_a_pod(cri: DaemonProcess, handler: str, tmp_path: Path,
+                                    test_network: PodNetwork, busybox_image: str) -> None:  # noqa: F811
+    pod = Pod(cri, f"duo-{handler}", handler, tmp_path / "logs", busybox_image)
+    server = pod.run("server", ["sh", "-c", "mkdir -p /www && echo hello-from-server > /www/index.html && "
+                                "echo serving; echo oops >&2; exec httpd -f -p 8080 -h /www"],
+                     labels={"role": "server"})
+    client = pod.run("client", ["sleep", "3600"])
+    for cid in (server, client):
+        st = pod.wait_state(cid, pb.CONTAINER_RUNNING)
+        assert st.started_at > st.created_at > 0
+        assert st.image_ref and st.log_path.endswith("/0.log")
+    ip = cri.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod.id)).status.network.ip
+    for cid in (server, client):
+        out = pod.exec(cid, ["ip", "-o", "-4", "addr", "show", "eth0"])
+        assert out.exit_code == 0 and ip in out.stdout.decode()
+    deadline = time.monotonic() + 10
+    while True:
+        got = pod.exec(client, ["wget", "-qO-", "http://127.0.0.1:8080/index.html"])
+        if got.exit_code == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert got.stdout == b"hello-from-server\n", got
+    # ExecSync: stdout, stderr, exit code.
+    r = pod.exec(client, ["sh", "-c", "echo out; echo err >&2; exit 7"])
+    assert (r.stdout, r.stderr, r.exit_code) == (b"out\n", b"err\n", 7)
+    with pytest.raises(grpc.RpcError) as exc:
+        pod.exec(client, ["sleep", "30"], timeout=1)
+    assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # CRI log format.
+    lines = (tmp_path / "logs" / "server" / "0.log").read_text().splitlines()
+    parsed = [CRI_LOG_LINE.match(line) for line in lines]
+    assert all(parsed), lines
+    assert ("stdout", "F", "serving") in [(m.group(2), m.group(3), m.group(4)) for m in parsed if m]
+    assert ("stderr", "F", "oops") in [(m.group(2), m.group(3), m.group(4)) for m in parsed if m]
+    listed = cri.runtime.ListContainers(pb.ListContainersRequest(filter=pb.ContainerFilter(
+        pod_sandbox_id=pod.id, label_selector={"role": "server"}))).containers
+    assert [c.id for c in listed] == [server]
+    # Teardown leaves nothing behind.
+    cri.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod.id))
+    for cid in (server, client):
+        assert pod.status(cid).state == pb.CONTAINER_EXITED
+    cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
+    assert cri.runtime.ListContainers(pb.ListContainersRequest()).containers == []
+    assert mounts_under(cri.state_dir) == [] and mounts_under(cri.root_dir) == []
+    assert conmon_pids(cri) == []
+    assert test_network.allocated_ips() == []
+    assert cgroup_dirs(pod.id) == [] and not list(Path("/sys/fs/cgroup/memory/cri-shim").glob(f"{pod.id}/*"))
+
+
+@pytest.mark.parametrize("handler", BACKENDS)
+def test_exit_codes_and_oom(cri: DaemonProcess, handler: str, tmp_path: Path, busybox_image: str) -> None:
+    pod = Pod(cri, f"exits-{handler}", handler, tmp_path / "logs", busybox_image)
+    three = pod.run("three", ["sh", "-c", "exit 3"])
+    st = pod.wait_state(three, pb.CONTAINER_EXITED)
+    assert (st.exit_code, st.reason) == (3, "Error")
+    assert st.finished_at >= st.started_at
+    zero = pod.run("zero", ["true"])
+    st = pod.wait_state(zero, pb.CONTAINER_EXITED)
+    assert (st.exit_code, st.reason) == (0, "Completed")
+    hog = pod.run("hog", ["sh", "-c", "head -c 200m /dev/zero | tail"], memory=32 << 20)
+    st = pod.wait_state(hog, pb.CONTAINER_EXITED, timeout=60)
+    assert st.reason == "OOMKilled", st
+    assert st.exit_code == 137
+
+
+@pytest.mark.parametrize("handler", BACKENDS)
+def test_stop_remove_idempotent_and_signals(cri: DaemonProcess, handler: str, tmp_path: Path,
+                                            busybox_image: str) -> None:
+    pod = Pod(cri, f"stop-{handler}", handler, tmp_path / "logs", busybox_image)
+    polite = pod.run("polite", ["sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.1; done"])
+    pod.wait_state(polite, pb.CONTAINER_RUNNING)
+    time.sleep(0.3)
+    cri.runtime.StopContainer(pb.StopContainerRequest(container_id=polite, timeout=10))
+    assert pod.status(polite).exit_code == 42
+    stubborn = pod.run("stubborn", ["sleep", "3600"])
+    t = time.monotonic()
+    cri.runtime.StopContainer(pb.StopContainerRequest(container_id=stubborn, timeout=1))
+    assert time.monotonic() - t < 8
+    assert pod.status(stubborn).exit_code == 137
+    running = pod.run("running", ["sleep", "3600"])
+    cri.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=running))  # forcibly
+    for cid in (polite, stubborn, running, "0" * 64):
+        cri.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=0))
+        cri.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=cid))
+    assert cri.runtime.ListContainers(pb.ListContainersRequest()).containers == []
+
+
+def test_bad_input(cri: DaemonProcess, tmp_path: Path, busybox_image: str) -> None:
+    pod = Pod(cri, "bad", "runc", tmp_path / "logs", busybox_image)
+    ok = pod.create("dup", ["true"])
+
+    def expect(req: pb.CreateContainerRequest, code: grpc.StatusCode, text: str) -> None:
+        with pytest.raises(grpc.RpcError) as exc:
+            cri.runtime.CreateContainer(req)
+        assert exc.value.code() == code, exc.value.details()
+        assert text in exc.value.details()
+
+    cfg = pod.container_config("x", ["true"])
+    cfg.image.image = "127.0.0.1:1/never/pulled:latest"
+    expect(pb.CreateContainerRequest(pod_sandbox_id=pod.id, config=cfg), grpc.StatusCode.NOT_FOUND,
+           "never/pulled")
+    expect(pb.CreateContainerRequest(pod_sandbox_id="f" * 64, config=pod.container_config("x", ["true"])),
+           grpc.StatusCode.NOT_FOUND, "f" * 64)
+    cfg = pod.container_config("m", ["true"])
+    cfg.mounts.append(pb.Mount(container_path="/data", host_path=str(tmp_path / "missing")))
+    expect(pb.CreateContainerRequest(pod_sandbox_id=pod.id, config=cfg), grpc.StatusCode.INVALID_ARGUMENT,
+           f"host_path {tmp_path / 'missing'} does not exist")
+    expect(pb.CreateContainerRequest(pod_sandbox_id=pod.id, config=pod.container_config("dup", ["true"])),
+           grpc.StatusCode.ALREADY_EXISTS, ok)
+    # Only the first container exists; nothing half-made is left in the state dir.
+    assert [c.id for c in cri.runtime.ListContainers(pb.ListContainersRequest()).containers] == [ok]
+    assert sorted(p.name for p in (cri.state_dir / "containers").iterdir()) == [ok]
+    with pytest.raises(grpc.RpcError) as exc:
+        cri.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id="e" * 64))
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("handler", BACKENDS)
+def test_containers_survive_sigkill_of_daemon(cri: DaemonProcess, handler: str, tmp_path: Path,
+                                              busybox_image: str) -> None:
+    pod = Pod(cri, f"survive-{handler}", handler, tmp_path / "logs", busybox_image)
+    long = pod.run("long", ["sleep", "3600"])
+    short = pod.run("short", ["sh", "-c", "sleep 2; exit 5"])
+    pid = pod.exec(long, ["sh", "-c", "echo $$"]).exit_code
+    assert pid == 0
+    cri.kill()
+    time.sleep(3)  # "short" exits while the daemon is down
+    cri.start()
+    assert pod.status(long).state == pb.CONTAINER_RUNNING
+    assert pod.exec(long, ["true"]).exit_code == 0
+    st = pod.status(short)
+    assert (st.state, st.exit_code, st.reason) == (pb.CONTAINER_EXITED, 5, "Error")
+    ids = {c.id for c in cri.runtime.ListContainers(pb.ListContainersRequest()).containers}
+    assert {long, short} <= ids
