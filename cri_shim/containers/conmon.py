@@ -82,6 +82,8 @@ async def create(args: ConmonArgs) -> int:
         proc = await asyncio.create_subprocess_exec(
             *args.argv(), pass_fds=(w,), env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=errlog, stderr=errlog, start_new_session=True,
+            # conmon drops an "oom" marker in its working directory as well as the persist dir.
+            cwd=str(args.bundle),
         )
     finally:
         os.close(w)
