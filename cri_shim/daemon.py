@@ -136,6 +136,10 @@ class Daemon:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
+            # SIGHUP: re-read the image index after an offline `cri-shim images import`.
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.image_manager.reload()))
+            pidfile = Path(cfg.state_dir) / "cri-shim.pid"
+            pidfile.write_text(f"{os.getpid()}\n")
             log.info("cri-shim serving on %s (state %s, root %s)", cfg.socket, cfg.state_dir, cfg.root_dir)
             await self._stopping.wait()
             log.info("shutting down")
@@ -148,6 +152,8 @@ class Daemon:
                     log.exception("stopping %s failed", type(c).__name__)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(cfg.socket)
+            with contextlib.suppress(FileNotFoundError):
+                (Path(cfg.state_dir) / "cri-shim.pid").unlink()
 
 
 class _ImagesProxy:

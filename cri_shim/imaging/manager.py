@@ -63,8 +63,11 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
 
 
 class ImageManager:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, collect_garbage: bool = True) -> None:
         self.config = config
+        # Off in short-lived CLI processes: another process (the daemon) may be mid-pull,
+        # with blobs stored that no image references yet.
+        self.collect_garbage = collect_garbage
         root = Path(config.root_dir)
         self.db = ImageDB(root / "images.db")
         self.content = ContentStore(root / "content")
@@ -83,8 +86,9 @@ class ImageManager:
         self.ctr_root.mkdir(parents=True, exist_ok=True)
         for rec in await asyncio.to_thread(self.db.images):
             self.images[rec.id] = rec
-        for p in self.content.tmp.iterdir():  # leftovers of a crash mid-download
-            p.unlink(missing_ok=True)
+        if self.collect_garbage:
+            for p in self.content.tmp.iterdir():  # leftovers of a crash mid-download
+                p.unlink(missing_ok=True)
         await asyncio.to_thread(self._gc)
 
     async def stop(self) -> None:
@@ -164,7 +168,8 @@ class ImageManager:
         if not isinstance(layer_descs, list) or "digest" not in config_desc:
             raise InvalidArgument(f"image {ref}: manifest {digest} is not an image manifest")
         total = sum(int(d.get("size", 0)) for d in layer_descs)
-        progress = _Progress(str(ref), total, self.config.images.pull_progress_interval)
+        progress = _Progress(str(ref), total, self.config.images.pull_progress_interval,
+                             progress_file(self.config.state_dir, str(ref)))
         await self._fetch(client, config_desc["digest"], progress)
         image_config = _json(self.content.path(config_desc["digest"]).read_bytes(), f"config of {ref}")
         diff_ids = list((image_config.get("rootfs") or {}).get("diff_ids") or [])
@@ -263,6 +268,67 @@ class ImageManager:
         finally:
             del self._unpacks[chain]
 
+    # --- offline import ------------------------------------------------------------------
+
+    async def import_archive(self, path: Path, default_repo: str = "") -> list[str]:
+        """Load every image of an OCI layout (dir or tar) or docker-save tar; return their ids."""
+        from cri_shim.imaging.archive_import import read_archive
+
+        found, tmp = await asyncio.to_thread(read_archive, path, default_repo)
+        self._pulls += 1
+        ok = False
+        try:
+            ids = [await self._import_one(img, str(path)) for img in found]
+            ok = True
+            return ids
+        finally:
+            self._pulls -= 1
+            if tmp is not None:
+                await asyncio.to_thread(snapshots.remove_tree, tmp)
+            if not ok and self._pulls == 0:
+                await asyncio.to_thread(self._gc)
+
+    async def _import_one(self, img: Any, source: str) -> str:
+        import shutil
+
+        for digest, p in img.blobs.items():
+            if not self.content.has(digest):
+                tmp = self.content.tmp / f"{digest[7:]}.import"
+                await asyncio.to_thread(shutil.copyfile, p, tmp)
+                await asyncio.to_thread(self.content.commit, tmp, digest)
+        image_config = _json(self.content.path(img.config_digest).read_bytes(), f"config in {source}")
+        diff_ids = list((image_config.get("rootfs") or {}).get("diff_ids") or [])
+        if len(diff_ids) != len(img.layer_digests):
+            raise InvalidArgument(f"{source}: {len(img.layer_digests)} layers but {len(diff_ids)} diff_ids")
+        chains = chain_ids(diff_ids)
+        for d, diff, chain in zip(img.layer_digests, diff_ids, chains, strict=True):
+            await self._unpack(d, diff, chain, source)
+        async with self._lock:
+            rec = self.images.get(img.config_digest) or ImageRecord(id=img.config_digest)
+            rec.config, rec.chain = image_config, chains
+            rec.blobs = sorted(set(rec.blobs) | set(img.blobs))
+            rec.size = sum(p.stat().st_size for p in img.blobs.values())
+            for name in img.names:
+                for other in self.images.values():
+                    if other.id != rec.id and name in other.repo_tags:
+                        other.repo_tags.remove(name)
+                        await asyncio.to_thread(self.db.put_image, other)
+                if name not in rec.repo_tags:
+                    rec.repo_tags.append(name)
+                if img.manifest_digest:
+                    rd = f"{reference.parse(name).repository}@{img.manifest_digest}"
+                    if rd not in rec.repo_digests:
+                        rec.repo_digests.append(rd)
+            await asyncio.to_thread(self.db.put_image, rec)
+            self.images[rec.id] = rec
+        log.info("imported %s from %s as %s", ", ".join(img.names) or "an untagged image", source, rec.id)
+        return rec.id
+
+    async def reload(self) -> None:
+        """Re-read the image index (after `cri-shim images import` wrote to the store)."""
+        records = await asyncio.to_thread(self.db.images)
+        self.images = {r.id: r for r in records}
+
     # --- remove and GC ---------------------------------------------------------------------
 
     async def remove(self, ref: str) -> None:
@@ -290,7 +356,7 @@ class ImageManager:
 
     def _gc(self) -> None:
         """Drop blobs and committed snapshots no image references (none while pulls run)."""
-        if self._pulls:
+        if self._pulls or not self.collect_garbage:
             return
         live_blobs = {b for r in self.images.values() for b in r.blobs}
         live_chains = {c for r in self.images.values() for c in r.chain}
@@ -374,18 +440,39 @@ def _json(data: bytes, what: str) -> dict[str, Any]:
     return doc
 
 
+def progress_file(state_dir: str, ref: str) -> Path:
+    """Where a pull of ref publishes its progress for `cri-shim images pull` to draw."""
+    return Path(state_dir) / "pulls" / (hashlib.sha256(ref.encode()).hexdigest()[:24] + ".json")
+
+
 class _Progress:
-    def __init__(self, ref: str, total: int, interval: float) -> None:
-        self.ref, self.total, self.interval = ref, total, interval
+    """Logs a pull's progress at an interval and keeps a small JSON file current for the CLI."""
+
+    FILE_INTERVAL = 0.2
+
+    def __init__(self, ref: str, total: int, interval: float, path: Path) -> None:
+        self.ref, self.total, self.interval, self.path = ref, total, interval, path
         self.done_bytes = 0
-        self.last = time.monotonic()
+        self.last_log = self.last_file = time.monotonic()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._write(False)
+
+    def _write(self, finished: bool) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"ref": self.ref, "done": self.done_bytes, "total": self.total,
+                                   "finished": finished}))
+        os.replace(tmp, self.path)
 
     def add(self, n: int) -> None:
         self.done_bytes += n
         now = time.monotonic()
-        if now - self.last >= self.interval:
-            self.last = now
+        if now - self.last_log >= self.interval:
+            self.last_log = now
             log.info("pulling %s: %d / %d bytes", self.ref, self.done_bytes, self.total)
+        if now - self.last_file >= self.FILE_INTERVAL:
+            self.last_file = now
+            self._write(False)
 
     def done(self) -> None:
         log.info("pulling %s: %d / %d bytes, done", self.ref, self.done_bytes, self.total)
+        self._write(True)
