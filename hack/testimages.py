@@ -85,10 +85,14 @@ class TarBuilder:
 class Layer:
     tar: bytes  # uncompressed
     gz: bool = True
+    level: int = 9  # gzip level; benchmarks use 1 to build big images quickly
+    _blob: bytes | None = None
 
     @property
     def blob(self) -> bytes:
-        return gzip.compress(self.tar, mtime=0) if self.gz else self.tar
+        if self._blob is None:
+            self._blob = gzip.compress(self.tar, compresslevel=self.level, mtime=0) if self.gz else self.tar
+        return self._blob
 
     @property
     def diff_id(self) -> str:
