@@ -5,6 +5,7 @@ Real conmon, real CNI, an image pulled from a local registry; run once per backe
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -236,3 +237,92 @@ def test_containers_survive_sigkill_of_daemon(cri: DaemonProcess, handler: str, 
     assert (st.state, st.exit_code, st.reason) == (pb.CONTAINER_EXITED, 5, "Error")
     ids = {c.id for c in cri.runtime.ListContainers(pb.ListContainersRequest()).containers}
     assert {long, short} <= ids
+
+
+def test_update_reopen_stats_and_events(cri: DaemonProcess, tmp_path: Path, busybox_image: str) -> None:
+    events: list[pb.ContainerEventResponse] = []
+    stream = cri.runtime.GetContainerEvents(pb.GetEventsRequest())
+
+    import threading
+
+    def read() -> None:
+        try:
+            for ev in stream:
+                events.append(ev)
+        except grpc.RpcError:
+            pass
+
+    threading.Thread(target=read, daemon=True).start()
+    time.sleep(0.3)
+    pod = Pod(cri, "misc", "runc", tmp_path / "logs", busybox_image)
+    cid = pod.run("app", ["sh", "-c", "while true; do echo tick; sleep 0.2; done"], memory=64 << 20)
+    pod.wait_state(cid, pb.CONTAINER_RUNNING)
+    # UpdateContainerResources reaches the cgroup and the status.
+    cri.runtime.UpdateContainerResources(pb.UpdateContainerResourcesRequest(
+        container_id=cid, linux=pb.LinuxContainerResources(memory_limit_in_bytes=96 << 20, cpu_shares=256)))
+    st = pod.status(cid)
+    assert st.resources.linux.memory_limit_in_bytes == 96 << 20
+    info = json.loads(cri.runtime.ContainerStatus(
+        pb.ContainerStatusRequest(container_id=cid, verbose=True)).info["info"])
+    cg = info["cgroupsPath"].lstrip("/")
+    limit = (Path("/sys/fs/cgroup/memory") / cg / "memory.limit_in_bytes")
+    if not limit.exists():
+        limit = Path("/sys/fs/cgroup") / cg / "memory.max"
+    assert int(limit.read_text()) == 96 << 20
+    # ReopenContainerLog: conmon starts a new file after the old one is moved away.
+    log = tmp_path / "logs" / "app" / "0.log"
+    log.rename(log.with_suffix(".old"))
+    cri.runtime.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=cid))
+    deadline = time.monotonic() + 5
+    while not (log.exists() and "tick" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "stdout F tick" in log.read_text()
+    # Stats from the cgroup.
+    stats = cri.runtime.ContainerStats(pb.ContainerStatsRequest(container_id=cid)).stats
+    assert stats.cpu.usage_core_nano_seconds.value > 0
+    assert stats.memory.working_set_bytes.value > 0
+    assert stats.writable_layer.used_bytes.value >= 0 and stats.attributes.id == cid
+    listed = cri.runtime.ListContainerStats(pb.ListContainerStatsRequest()).stats
+    assert [s.attributes.id for s in listed] == [cid]
+    pstats = cri.runtime.PodSandboxStats(pb.PodSandboxStatsRequest(pod_sandbox_id=pod.id)).stats
+    assert pstats.linux.network.default_interface.name == "eth0"
+    assert pstats.linux.network.default_interface.rx_bytes.value > 0
+    assert pstats.linux.process.process_count.value >= 2
+    assert [c.attributes.id for c in pstats.linux.containers] == [cid]
+    descs = cri.runtime.ListMetricDescriptors(pb.ListMetricDescriptorsRequest()).descriptors
+    assert "container_cpu_usage_seconds_total" in {d.name for d in descs}
+    metrics = cri.runtime.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest()).pod_metrics
+    assert metrics[0].pod_sandbox_id == pod.id and metrics[0].container_metrics[0].container_id == cid
+    cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(
+            e.container_id == cid and e.container_event_type == pb.CONTAINER_DELETED_EVENT for e in events):
+        time.sleep(0.05)
+    stream.cancel()
+    kinds = [e.container_event_type for e in events if e.container_id == cid]
+    assert kinds == [pb.CONTAINER_CREATED_EVENT, pb.CONTAINER_STARTED_EVENT, pb.CONTAINER_STOPPED_EVENT,
+                     pb.CONTAINER_DELETED_EVENT]
+
+
+def test_half_created_container_is_cleaned_up(cri: DaemonProcess, tmp_path: Path, busybox_image: str) -> None:
+    import sqlite3
+
+    pod = Pod(cri, "half", "runc", tmp_path / "logs", busybox_image)
+    cid = pod.create("real", ["sleep", "3600"])
+    cri.kill()
+    db = sqlite3.connect(cri.root_dir / "containers.db")
+    meta, status = db.execute("SELECT meta, status FROM containers WHERE id = ?", (cid,)).fetchone()
+    half = "a" * 64
+    meta = json.loads(meta)
+    bundle = cri.state_dir / "containers" / half
+    bundle.mkdir()
+    meta.update(id=half, name="half", bundle=str(bundle))
+    status = json.loads(status)
+    status["state"] = "creating"
+    db.execute("INSERT INTO containers VALUES (?, ?, ?)", (half, json.dumps(meta), json.dumps(status)))
+    db.commit()
+    db.close()
+    cri.start()
+    ids = [c.id for c in cri.runtime.ListContainers(pb.ListContainersRequest()).containers]
+    assert ids == [cid] and not bundle.exists()
+    assert pod.status(cid).state == pb.CONTAINER_CREATED
