@@ -58,6 +58,7 @@ class ImageConfig:
     pull_deadline: float = 1800.0
     # Seconds between progress lines in the daemon log.
     pull_progress_interval: float = 5.0
+    # "overlayfs", or "native": layers copied into each container's root (no overlay needed).
     snapshotter: str = "overlayfs"
 
 
@@ -97,6 +98,9 @@ class Config:
                 f"default_runtime {self.default_runtime!r} is not a configured handler "
                 f"(known: {', '.join(sorted(self.runtimes))})"
             )
+        if self.images.snapshotter not in ("overlayfs", "native"):
+            raise InvalidArgument(
+                f"images.snapshotter {self.images.snapshotter!r} is not one of overlayfs, native")
         for name, rt in self.runtimes.items():
             if rt.type != "oci":
                 raise InvalidArgument(f"runtime handler {name!r}: unknown type {rt.type!r}")

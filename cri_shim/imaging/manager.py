@@ -388,6 +388,9 @@ class ImageManager:
         self.db.put_snapshot(container_id, image_id)
         if not lowers:
             raise InvalidArgument(f"image {image_id} has no layers")
+        if self.config.images.snapshotter == "native":
+            await asyncio.to_thread(snapshots.copy_layers, lowers, d / "upper")
+            return d / "upper"
         await asyncio.to_thread(snapshots.mount_overlay, lowers, d / "upper", d / "work", d / "merged")
         return d / "merged"
 

@@ -51,3 +51,54 @@ def unmount(path: Path) -> None:
 def remove_tree(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(path)
+
+
+def copy_layers(lowers_top_first: list[Path], dest: Path) -> None:
+    """The copy-based snapshotter: flatten layers into dest, applying overlay whiteouts.
+
+    Used where overlayfs is unavailable (or configured off); slower and uses more disk,
+    but gives the same root file system.
+    """
+    import stat
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for layer in reversed(lowers_top_first):
+        for dirpath, dirnames, filenames in os.walk(layer):
+            rel = Path(dirpath).relative_to(layer)
+            target_dir = dest / rel
+            try:
+                opaque = os.getxattr(dirpath, "trusted.overlay.opaque") == b"y"
+            except OSError:
+                opaque = False
+            if opaque and rel != Path(".") and target_dir.is_dir():
+                shutil.rmtree(target_dir)
+            target_dir.mkdir(exist_ok=True)
+            shutil.copystat(dirpath, target_dir, follow_symlinks=False)
+            for name in list(dirnames) + filenames:
+                src = Path(dirpath) / name
+                dst = target_dir / name
+                st = os.lstat(src)
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:  # whiteout
+                    if dst.is_dir() and not dst.is_symlink():
+                        shutil.rmtree(dst)
+                    else:
+                        with contextlib.suppress(FileNotFoundError):
+                            dst.unlink()
+                    if name in dirnames:
+                        dirnames.remove(name)
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
+                        dst.unlink()
+                    continue  # os.walk descends into it next
+                if dst.is_dir() and not dst.is_symlink():
+                    shutil.rmtree(dst)
+                elif dst.exists() or dst.is_symlink():
+                    dst.unlink()
+                if stat.S_ISLNK(st.st_mode):
+                    os.symlink(os.readlink(src), dst)
+                elif stat.S_ISREG(st.st_mode):
+                    shutil.copy2(src, dst, follow_symlinks=False)
+                else:
+                    os.mknod(dst, st.st_mode, st.st_rdev)
+                os.lchown(dst, st.st_uid, st.st_gid)

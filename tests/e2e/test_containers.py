@@ -326,3 +326,17 @@ def test_half_created_container_is_cleaned_up(cri: DaemonProcess, tmp_path: Path
     ids = [c.id for c in cri.runtime.ListContainers(pb.ListContainersRequest()).containers]
     assert ids == [cid] and not bundle.exists()
     assert pod.status(cid).state == pb.CONTAINER_CREATED
+
+
+def test_native_snapshotter(daemon_factory, test_network: PodNetwork, tmp_path: Path,  # noqa: F811
+                            busybox_image: str) -> None:
+    d = daemon_factory(test_network.config_toml() + '[images]\nsnapshotter = "native"\n')
+    d.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=busybox_image)))
+    pod = Pod(d, "native", "runc", tmp_path / "logs", busybox_image)
+    cid = pod.run("app", ["sleep", "3600"])
+    pod.wait_state(cid, pb.CONTAINER_RUNNING)
+    out = pod.exec(cid, ["sh", "-c", "cat /etc/motd; ls /www"])
+    assert out.stdout == b"cri-shim test image\n"  # the whiteout of /www/placeholder holds
+    assert mounts_under(d.root_dir) == []  # copied, not mounted
+    d.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
+    assert not list((d.root_dir / "rootfs").iterdir())
