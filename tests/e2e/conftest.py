@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.daemon import DaemonProcess
-
-pytest_plugins = ["tests.e2e.registry"]
+from tests.e2e.registry import busybox_image, registry  # noqa: F401 - shared fixtures
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
