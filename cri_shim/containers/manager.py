@@ -243,8 +243,11 @@ class ContainerManager:
         while True:
             await asyncio.sleep(EXIT_POLL_INTERVAL)
             try:
-                for c in list(self.containers.values()):
-                    if c.status.state == RUNNING and not c.lock.locked():
+                # One directory listing per tick, not one stat per container.
+                exited = {e.name for e in os.scandir(self.exit_dir)}
+                for cid in exited:
+                    c = self.containers.get(cid)
+                    if c is not None and c.status.state == RUNNING and not c.lock.locked():
                         self._check_exit(c)
             except Exception:  # noqa: BLE001 - the watcher must survive one bad record
                 log.exception("exit watcher")

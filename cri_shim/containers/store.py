@@ -8,11 +8,11 @@ crash leaves a record in state "creating" that recovery cleans up.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cri_shim.sqlite_store import SqliteStore
 
 # Lifecycle states; CRI's CONTAINER_UNKNOWN is reported for "creating" leftovers.
 CREATING = "creating"
@@ -56,42 +56,23 @@ class ContainerState:
     resources: bytes = b""
 
 
-class ContainerStore:
+class ContainerStore(SqliteStore):
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS containers ("
-            " id TEXT PRIMARY KEY, meta TEXT NOT NULL, status TEXT NOT NULL)"
-        )
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        super().__init__(path, ["CREATE TABLE IF NOT EXISTS containers ("
+                                " id TEXT PRIMARY KEY, meta TEXT NOT NULL, status TEXT NOT NULL)"])
 
     def put(self, meta: ContainerMeta, status: ContainerState) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO containers (id, meta, status) VALUES (?, ?, ?)",
-                (meta.id, _dump(asdict(meta)), _dump(asdict(status))),
-            )
+        self.execute("INSERT OR REPLACE INTO containers (id, meta, status) VALUES (?, ?, ?)",
+                     (meta.id, _dump(asdict(meta)), _dump(asdict(status))))
 
     def put_status(self, container_id: str, status: ContainerState) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE containers SET status = ? WHERE id = ?", (_dump(asdict(status)), container_id)
-            )
+        self.execute("UPDATE containers SET status = ? WHERE id = ?", (_dump(asdict(status)), container_id))
 
     def delete(self, container_id: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM containers WHERE id = ?", (container_id,))
+        self.execute("DELETE FROM containers WHERE id = ?", (container_id,))
 
     def load(self) -> list[tuple[ContainerMeta, ContainerState]]:
-        with self._lock:
-            rows = self._db.execute("SELECT meta, status FROM containers").fetchall()
+        rows = self.execute("SELECT meta, status FROM containers")
         return [(ContainerMeta(**_load(m)), ContainerState(**_load(s))) for m, s in rows]
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cri_shim.sqlite_store import SqliteStore
 
 
 @dataclass
@@ -23,25 +24,16 @@ class ImageRecord:
     pinned: bool = False
 
 
-class ImageDB:
+class ImageDB(SqliteStore):
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS images (id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS layers (chain TEXT PRIMARY KEY, n INTEGER UNIQUE, "
-                         "size INTEGER)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS snapshots (container TEXT PRIMARY KEY, image TEXT)")
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        super().__init__(path, [
+            "CREATE TABLE IF NOT EXISTS images (id TEXT PRIMARY KEY, doc TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS layers (chain TEXT PRIMARY KEY, n INTEGER UNIQUE, size INTEGER)",
+            "CREATE TABLE IF NOT EXISTS snapshots (container TEXT PRIMARY KEY, image TEXT)",
+        ])
 
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        return self.execute(sql, args)
 
     def put_image(self, rec: ImageRecord) -> None:
         self._q("INSERT OR REPLACE INTO images VALUES (?, ?)", (rec.id, json.dumps(rec.__dict__)))
@@ -57,13 +49,9 @@ class ImageDB:
         return rows[0][0] if rows else None
 
     def reserve_layer(self, chain: str) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT n FROM layers WHERE chain = ?", (chain,)).fetchone()
-            if row:
-                return int(row[0])
-            n = (self._db.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM layers").fetchone())[0]
-            self._db.execute("INSERT INTO layers VALUES (?, ?, NULL)", (chain, n))
-            return int(n)
+        """The snapshot number of chain, allocating the next free one in one statement."""
+        self._q("INSERT OR IGNORE INTO layers SELECT ?, COALESCE(MAX(n), 0) + 1, NULL FROM layers", (chain,))
+        return int(self._q("SELECT n FROM layers WHERE chain = ?", (chain,))[0][0])
 
     def set_layer_size(self, chain: str, size: int) -> None:
         self._q("UPDATE layers SET size = ? WHERE chain = ?", (size, chain))

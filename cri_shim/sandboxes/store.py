@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from cri_shim.sqlite_store import SqliteStore
 
 CREATING = "creating"
 READY = "ready"
@@ -39,34 +39,21 @@ class SandboxState:
     holder_pid: int = 0
 
 
-class SandboxStore:
+class SandboxStore(SqliteStore):
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, meta TEXT, status TEXT)")
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        super().__init__(path, [
+            "CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, meta TEXT, status TEXT)"])
 
     def put(self, meta: SandboxMeta, status: SandboxState) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO sandboxes VALUES (?, ?, ?)",
-                             (meta.id, json.dumps(asdict(meta)), json.dumps(asdict(status))))
+        self.execute("INSERT OR REPLACE INTO sandboxes VALUES (?, ?, ?)",
+                     (meta.id, json.dumps(asdict(meta)), json.dumps(asdict(status))))
 
     def put_status(self, sandbox_id: str, status: SandboxState) -> None:
-        with self._lock:
-            self._db.execute("UPDATE sandboxes SET status = ? WHERE id = ?",
-                             (json.dumps(asdict(status)), sandbox_id))
+        self.execute("UPDATE sandboxes SET status = ? WHERE id = ?", (json.dumps(asdict(status)), sandbox_id))
 
     def delete(self, sandbox_id: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+        self.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
 
     def load(self) -> list[tuple[SandboxMeta, SandboxState]]:
-        with self._lock:
-            rows = self._db.execute("SELECT meta, status FROM sandboxes").fetchall()
+        rows = self.execute("SELECT meta, status FROM sandboxes")
         return [(SandboxMeta(**json.loads(m)), SandboxState(**json.loads(s))) for m, s in rows]

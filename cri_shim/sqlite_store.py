@@ -1,0 +1,31 @@
+"""The one way cri-shim opens its sqlite databases: WAL, full sync, one lock per connection.
+
+Each call is its own transaction (autocommit), so a record is on disk when the call
+returns; the stores call it from worker threads as well as from the event loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+
+class SqliteStore:
+    def __init__(self, path: Path, schema: list[str]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        for statement in schema:
+            self._db.execute(statement)
+
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
