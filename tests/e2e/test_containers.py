@@ -340,3 +340,51 @@ def test_native_snapshotter(daemon_factory, test_network: PodNetwork, tmp_path: 
     assert mounts_under(d.root_dir) == []  # copied, not mounted
     d.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
     assert not list((d.root_dir / "rootfs").iterdir())
+
+
+def test_host_port_and_dual_stack(daemon_factory, tmp_path: Path, busybox_image: str) -> None:
+    import uuid
+
+    bridge = f"csh{uuid.uuid4().hex[:8]}"
+    conf = tmp_path / "net.d"
+    conf.mkdir()
+    (conf / "10-dual.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": "dual", "plugins": [
+            {"type": "bridge", "bridge": bridge, "isGateway": True,
+             "ipam": {"type": "host-local", "dataDir": str(tmp_path / "ipam"),
+                      "ranges": [[{"subnet": "10.252.7.0/24"}], [{"subnet": "fd00:c5:7::/64"}]]}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "loopback"}]}))
+    d = daemon_factory(f'[cni]\nconf_dir = "{conf}"\nbin_dirs = ["/usr/lib/cni"]\n'
+                       f'cache_dir = "{tmp_path / "cache"}"\n')
+    try:
+        d.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=busybox_image)))
+        pod = Pod.__new__(Pod)
+        pod.d, pod.image = d, busybox_image
+        pod.config = pb.PodSandboxConfig(
+            metadata=pb.PodSandboxMetadata(name="ports", namespace="e2e", uid="uid-ports"), hostname="ports",
+            log_directory=str(tmp_path / "logs"),
+            port_mappings=[pb.PortMapping(protocol=pb.TCP, container_port=8080, host_port=18931)])
+        pod.config.linux.security_context.namespace_options.pid = pb.CONTAINER
+        pod.id = d.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod.config)).pod_sandbox_id
+        net = d.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod.id)).status.network
+        assert net.ip.startswith("10.252.7.")
+        assert [a.ip for a in net.additional_ips][0].startswith("fd00:c5:7::")
+        pod.run("web", ["sh", "-c",
+                        "mkdir -p /www && echo via-hostport > /www/i && httpd -f -p 8080 -h /www"])
+        deadline = time.monotonic() + 10
+        out = b""
+        while time.monotonic() < deadline:
+            # The gateway address is local to the host, so the portmap DNAT rules apply to it.
+            r = subprocess.run(["busybox", "wget", "-qO-", "http://10.252.7.1:18931/i"], capture_output=True,
+                               timeout=5)
+            out = r.stdout
+            if r.returncode == 0:
+                break
+            time.sleep(0.2)
+        assert out == b"via-hostport\n"
+        d.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
+        rules = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+        assert "18931" not in rules
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
