@@ -8,7 +8,9 @@ task that notices exits recorded by conmon.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -141,6 +143,7 @@ class ContainerManager:
         self.names: dict[str, str] = {}
         self._runtimes: dict[str, CLIRuntime] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="container-store")
 
     # --- component lifecycle -------------------------------------------------
 
@@ -159,6 +162,7 @@ class ContainerManager:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        self._writer.shutdown(wait=True)
         self.store.close()
 
     async def _recover(self) -> None:
@@ -210,7 +214,8 @@ class ContainerManager:
             return None
 
     def _persist(self, c: Container) -> None:
-        self.store.put_status(c.meta.id, c.status)
+        """Write the status off the event loop; one writer thread keeps writes in order."""
+        self._writer.submit(self.store.put_status, c.meta.id, dataclasses.replace(c.status))
 
     def _check_exit(self, c: Container) -> bool:
         if c.status.state not in (CREATED, RUNNING):
@@ -337,7 +342,7 @@ class ContainerManager:
         pid = await conmon.create(args)
         c.status.state = CREATED
         c.status.pid = pid
-        await asyncio.to_thread(self.store.put, c.meta, c.status)
+        await asyncio.wrap_future(self._writer.submit(self.store.put, c.meta, dataclasses.replace(c.status)))
 
     async def _destroy(self, c: Container) -> None:
         """Remove everything a container owns, tolerating parts that never existed."""
@@ -353,7 +358,7 @@ class ContainerManager:
         await asyncio.to_thread(shutil.rmtree, meta.bundle, True)
         with contextlib.suppress(FileNotFoundError):
             (self.exit_dir / meta.id).unlink()
-        await asyncio.to_thread(self.store.delete, meta.id)
+        await asyncio.wrap_future(self._writer.submit(self.store.delete, meta.id))
         self.containers.pop(meta.id, None)
         key = self._name_key(meta)
         if self.names.get(key) == meta.id:

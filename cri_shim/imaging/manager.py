@@ -157,12 +157,12 @@ class ImageManager:
         manifest = _json(body, f"manifest of {ref}")
         blobs = [digest]
         if media in INDEX_TYPES or "manifests" in manifest:
-            self.content.write(digest, body)
+            await asyncio.to_thread(self.content.write, digest, body)
             digest = select_platform(manifest, str(ref))
             media, body, digest = await client.manifest(digest)
             manifest = _json(body, f"manifest of {ref}")
             blobs.append(digest)
-        self.content.write(digest, body)
+        await asyncio.to_thread(self.content.write, digest, body)
         config_desc = manifest.get("config") or {}
         layer_descs = manifest.get("layers")
         if not isinstance(layer_descs, list) or "digest" not in config_desc:
@@ -238,7 +238,7 @@ class ImageManager:
         return self.snap_root / str(n)
 
     async def _unpack(self, digest: str, diff_id: str, chain: str, ref: str) -> None:
-        n = self.db.layer_number(chain)
+        n = await asyncio.to_thread(self.db.layer_number, chain)
         if n is not None and (self.snapshot_dir(n) / "fs").is_dir():
             return
         fut = self._unpacks.get(chain)
@@ -248,7 +248,7 @@ class ImageManager:
         fut = asyncio.get_running_loop().create_future()
         self._unpacks[chain] = fut
         try:
-            n = self.db.reserve_layer(chain)
+            n = await asyncio.to_thread(self.db.reserve_layer, chain)
             d = self.snapshot_dir(n)
             tmp = d / "tmp"
             await asyncio.to_thread(snapshots.remove_tree, d)
@@ -256,12 +256,12 @@ class ImageManager:
                 layers.unpack, self.content.path(digest), tmp, f"{ref} {digest}")
             layers.check_diff_id(got, diff_id, f"{ref} {digest}")
             os.rename(tmp, d / "fs")
-            self.db.set_layer_size(chain, size)
+            await asyncio.to_thread(self.db.set_layer_size, chain, size)
             fut.set_result(None)
         except BaseException as e:
             if n is not None:
                 await asyncio.to_thread(snapshots.remove_tree, self.snapshot_dir(n))
-                self.db.delete_layer(chain)
+                await asyncio.to_thread(self.db.delete_layer, chain)
             fut.set_exception(e)
             fut.exception()
             raise
@@ -345,7 +345,8 @@ class ImageManager:
                 rec.repo_tags.remove(str(parsed))
                 await asyncio.to_thread(self.db.put_image, rec)
                 return
-            users = [c for c, img in self.db.snapshots().items() if img == rec.id]
+            snaps = await asyncio.to_thread(self.db.snapshots)
+            users = [c for c, img in snaps.items() if img == rec.id]
             if users:
                 raise FailedPrecondition(
                     f"image {rec.id} is in use by container(s) {', '.join(u[:12] for u in users)}")
@@ -378,14 +379,15 @@ class ImageManager:
         rec = self.images.get(image_id)
         if rec is None:
             raise NotFound(f"image {image_id} not found")
+        numbers = dict((c, n) for c, n, _ in await asyncio.to_thread(self.db.layers))
         lowers = []
         for chain in reversed(rec.chain):
-            n = self.db.layer_number(chain)
+            n = numbers.get(chain)
             if n is None:
                 raise FailedPrecondition(f"image {image_id}: layer {chain} is missing; pull it again")
             lowers.append(self.snapshot_dir(n) / "fs")
         d = self.ctr_root / container_id
-        self.db.put_snapshot(container_id, image_id)
+        await asyncio.to_thread(self.db.put_snapshot, container_id, image_id)
         if not lowers:
             raise InvalidArgument(f"image {image_id} has no layers")
         if self.config.images.snapshotter == "native":
@@ -398,7 +400,7 @@ class ImageManager:
         d = self.ctr_root / container_id
         await asyncio.to_thread(snapshots.unmount, d / "merged")
         await asyncio.to_thread(snapshots.remove_tree, d)
-        self.db.delete_snapshot(container_id)
+        await asyncio.to_thread(self.db.delete_snapshot, container_id)
 
     def rootfs_usage(self, container_id: str) -> tuple[int, int] | None:
         from cri_shim.containers.cgroup_stats import dir_usage

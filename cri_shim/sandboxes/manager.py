@@ -102,7 +102,7 @@ class SandboxManager:
             elif sb.status.state == READY and not all(namespaces.is_pinned(p) for p in sb.pins().values()):
                 log.warning("pod %s: namespaces gone; marking not ready", sb.meta.id)
                 sb.status.state = NOTREADY
-                self.store.put_status(sb.meta.id, sb.status)
+                await asyncio.to_thread(self.store.put_status, sb.meta.id, sb.status)
 
     async def stop(self) -> None:
         self.store.close()
@@ -264,7 +264,7 @@ class SandboxManager:
             await self._teardown(sb)
             if sb.status.state != NOTREADY:
                 sb.status.state = NOTREADY
-                self.store.put_status(sb.meta.id, sb.status)
+                await asyncio.to_thread(self.store.put_status, sb.meta.id, sb.status)
                 self.publish(sb.meta.id, pb.CONTAINER_STOPPED_EVENT)
 
     async def _destroy(self, sb: Sandbox) -> None:
