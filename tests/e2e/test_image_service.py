@@ -195,17 +195,21 @@ def test_basic_auth(images: DaemonProcess, tmp_path: Path) -> None:
 
 
 def test_mirror_with_fallback(daemon_factory, registry: Registry, tmp_path: Path) -> None:
+    from tests.e2e.registry import free_port
+
     mirror = start_registry(tmp_path / "mirror")
     try:
         testimages.push_standard(mirror.host)
-        upstream = "upstream.invalid:5000"
+        # The "upstream" is a loopback port nobody listens on: only the mirror can answer.
+        upstream = f"127.0.0.1:{free_port()}"
         d = daemon_factory(f'[images]\nmirrors = {{"{upstream}" = ["http://{mirror.host}"]}}\n')
         image_id = pull(d, f"{upstream}/busybox:latest")
         assert status(d, f"{upstream}/busybox:latest").image.id == image_id
-        # Not on the mirror: falls back to the upstream, which does not resolve: a clear error.
+        # Not on the mirror: falls back to the upstream, which is down: both are named.
         with pytest.raises(grpc.RpcError) as exc:
             pull(d, f"{upstream}/busybox:missing")
-        assert mirror.host in exc.value.details() and "upstream.invalid" in exc.value.details()
+        assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert f"http://{mirror.host}: HTTP 404" in exc.value.details() and upstream in exc.value.details()
     finally:
         mirror.stop()
 
