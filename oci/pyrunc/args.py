@@ -4,8 +4,6 @@ Hand-written instead of argparse to keep start-up imports tiny."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from .errors import PyruncError
 
 GLOBAL_VALUE = {"--root", "--log", "--log-format", "--criu", "--rootless"}
@@ -44,15 +42,15 @@ COMMANDS: dict[str, dict[str, dict[str, str]]] = {
 }
 
 
-@dataclass
 class Args:
-    command: str = ""
-    root: str = "/run/pyrunc"
-    log: str | None = None
-    log_format: str = "text"
-    debug: bool = False
-    opts: dict[str, object] = field(default_factory=dict)
-    positional: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.command = ""
+        self.root = "/run/pyrunc"
+        self.log: str | None = None
+        self.log_format = "text"
+        self.debug = False
+        self.opts: dict[str, object] = {}
+        self.positional: list[str] = []
 
 
 def _split(arg: str) -> tuple[str, str | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from . import log
@@ -23,7 +24,14 @@ def _dump(obj: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from .args import parse
-    argv = sys.argv[1:] if argv is None else argv
+    if argv is None:  # the real command: skip interpreter finalisation, ms per short-lived run
+        code = main(sys.argv[1:])
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os._exit(code)
     try:
         a = parse(argv)
     except PyruncError as e:
@@ -168,4 +176,4 @@ def _run(a: object) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -4,13 +4,16 @@ checks the status with runc's wording for the errors, and does its work."""
 from __future__ import annotations
 
 import os
-import signal
 import time
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
+    from typing import Any
 
 from . import state as st_mod
 from .errors import NOT_EXIST, PyruncError
 
+_SIGKILL = 9  # not `import signal`: its enum set-up costs start-up time
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 
 
@@ -108,17 +111,16 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
     child = 0
     try:
         cg = cgroups.resolve(linux.get("cgroupsPath") or "", cid)
-        made = cgroups.create(cg)
-        from .devices import cgroup_rules
-        res = dict(linux.get("resources") or {})
-        res["devices"] = cgroup_rules(res.get("devices") or [], linux.get("devices") or [])
-        cgroups.apply(cg, res)
         fifo = os.path.join(d, st_mod.FIFO)
         os.mkfifo(fifo, 0o622)
+        # with a new cgroup namespace the child must be in its cgroup before unshare; otherwise
+        # we move the init in ourselves while it builds its rootfs (cgroup v1 migration is slow)
+        early_join = any(n.get("type") == "cgroup" and not n.get("path") for n in linux.get("namespaces") or [])
         ctx = {"id": cid, "bundle": bundle, "rootfs": rootfs, "cgroups": cg, "fifo": fifo,
                "console_socket": console_socket and os.path.abspath(console_socket), "no_pivot": no_pivot,
-               "annotations": cfg.get("annotations") or {}}
+               "annotations": cfg.get("annotations") or {}, "early_join": early_join}
         parent, kid = pair()
+        # fork first: the child imports its modules on the other core while we set up cgroups
         child = os.fork()
         if child == 0:
             parent.close()
@@ -130,6 +132,12 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
                 os._exit(1)
             os._exit(0)
         kid.close()
+        made = cgroups.create(cg)
+        from .devices import cgroup_rules
+        res = dict(linux.get("resources") or {})
+        res["devices"] = cgroup_rules(res.get("devices") or [], linux.get("devices") or [])
+        cgroups.apply(cg, res)
+        parent.send("OK")
         hooks = cfg.get("hooks") or {}
         while True:
             msg = parent.recv()
@@ -142,6 +150,9 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
                 init_pid = int(msg[4:])
                 os.waitpid(child, 0)
                 child = 0
+                if not early_join:
+                    cgroups.join(cg, init_pid)
+                    parent.send("OK")
             elif msg == "HOOKS":
                 s = _hook_state(cid, init_pid, bundle, cfg, "created")
                 run_hooks("prestart", hooks.get("prestart") or [], s)
@@ -163,7 +174,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
         for pid in (child, init_pid):
             if pid:
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, _SIGKILL)
                 except ProcessLookupError:
                     pass
         if child:
@@ -173,7 +184,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
         if cg is not None:
             for pid in cgroups.procs(cg):
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, _SIGKILL)
                 except ProcessLookupError:
                     pass
             try:
@@ -190,8 +201,16 @@ def _hook_state(cid: str, pid: int, bundle: str, cfg: dict[str, Any], status: st
 
 
 def _rmtree(d: str) -> None:
-    import shutil
-    shutil.rmtree(d, ignore_errors=True)
+    """The state dir is flat (state.json, the fifo); no need for shutil's imports."""
+    try:
+        for name in os.listdir(d):
+            try:
+                os.unlink(os.path.join(d, name))
+            except IsADirectoryError:
+                _rmtree(os.path.join(d, name))
+        os.rmdir(d)
+    except FileNotFoundError:
+        pass
 
 
 def _wait_gone(pid: int, start: int | None, timeout: float) -> bool:
@@ -271,12 +290,12 @@ def delete(root: str, cid: str, force: bool) -> None:
     cg = rec.get("cgroups") or {}
     if status != "stopped":
         try:
-            os.kill(rec["pid"], signal.SIGKILL)
+            os.kill(rec["pid"], _SIGKILL)
         except ProcessLookupError:
             pass
         for pid in cgroups.procs(cg):
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, _SIGKILL)
             except ProcessLookupError:
                 pass
         if status == "paused":
@@ -286,7 +305,7 @@ def delete(root: str, cid: str, force: bool) -> None:
     else:
         for pid in cgroups.procs(cg):  # stragglers without a pid namespace to take them down
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, _SIGKILL)
             except ProcessLookupError:
                 pass
     cgroups.remove(cg)

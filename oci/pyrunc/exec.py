@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
+    from typing import Any
 
 from . import state as st_mod
 from .errors import PyruncError

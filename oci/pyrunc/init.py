@@ -4,7 +4,10 @@ namespace), build the root filesystem, then wait on the exec fifo until `start`.
 from __future__ import annotations
 
 import os
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
+    from typing import Any
 
 from . import syscalls as sc
 from .errors import PyruncError
@@ -54,8 +57,11 @@ def enter_namespaces(namespaces: list[dict[str, Any]], chan: Channel | None) -> 
 
 def stage1(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
     """Runs in the first child of `create`; forks the init and exits."""
-    from . import cgroups
-    cgroups.join(ctx["cgroups"], os.getpid())  # before unshare: the cgroup ns is rooted here
+    from . import cgroups, devices, mounts, process  # noqa: F401 - imported while the parent works
+    process.preload(None)
+    chan.expect_ok()  # cgroups exist and carry their limits
+    if ctx.get("early_join"):
+        cgroups.join(ctx["cgroups"], os.getpid())  # before unshare: the cgroup ns is rooted here
     linux = cfg.get("linux") or {}
     enter_namespaces(linux.get("namespaces") or [], chan)
     offsets = linux.get("timeOffsets")
@@ -119,6 +125,8 @@ def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
     if hooks.get("startContainer"):
         import json  # noqa: F401
         import subprocess  # noqa: F401
+    if not ctx.get("early_join"):
+        chan.expect_ok()  # the parent has moved us into our cgroups
     if any(hooks.get(k) for k in ("prestart", "createRuntime", "createContainer", "startContainer")):
         chan.send("HOOKS")  # the parent runs prestart/createRuntime and tells us our host pid
         ctx["host_pid"] = int(chan.expect_ok() or 0)

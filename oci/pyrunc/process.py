@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
+    from typing import Any
 
 from .errors import PyruncError
 
@@ -77,6 +80,7 @@ def preload(seccomp: dict[str, Any] | None) -> Callable[[], None] | None:
     """Import and build everything `finish` needs while the host root is still visible:
     after pivot_root (or setns into the mount namespace) no module can be imported."""
     import resource  # noqa: F401
+
     from . import caps, syscalls  # noqa: F401
     caps.last_cap()
     if seccomp:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
+    from typing import Any
 
 from .errors import ALREADY_EXISTS, NOT_EXIST, PyruncError
 
