@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl  # imported here: after pivot_root no module can be loaded
 import os
 import socket
+import struct
 
 from . import syscalls as sc
 
@@ -31,8 +33,6 @@ def setup_pty(sock_fd: int, uid: int, size: dict | None) -> None:
     except OSError:
         pass
     if size:
-        import fcntl
-        import struct
         fcntl.ioctl(slave, TIOCSWINSZ, struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0))
     s = socket.socket(fileno=sock_fd)
     try:

@@ -113,6 +113,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
         cg = cgroups.resolve(linux.get("cgroupsPath") or "", cid)
         fifo = os.path.join(d, st_mod.FIFO)
         os.mkfifo(fifo, 0o622)
+        os.chmod(fifo, 0o622)  # umask would drop the write bit a user-namespaced init needs
         # with a new cgroup namespace the child must be in its cgroup before unshare; otherwise
         # we move the init in ourselves while it builds its rootfs (cgroup v1 migration is slow)
         early_join = any(n.get("type") == "cgroup" and not n.get("path") for n in linux.get("namespaces") or [])

@@ -120,6 +120,9 @@ def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
         from . import console
         sock = console.connect(ctx["console_socket"])
     fifo = os.open(ctx["fifo"], os.O_PATH | os.O_CLOEXEC)
+    cwd = mounts.secure_join(rootfs, proc.get("cwd") or "/")
+    if not os.path.exists(cwd):  # runc creates a missing cwd
+        os.makedirs(cwd, 0o755, exist_ok=True)
     hooks = cfg.get("hooks") or {}
     scmp = process.preload(linux.get("seccomp"))
     if hooks.get("startContainer"):
@@ -136,6 +139,13 @@ def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
         mounts.move_root(rootfs)
     else:
         mounts.pivot(rootfs)
+    for key, value in (linux.get("sysctl") or {}).items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as e:
+            raise PyruncError(f"sysctl {key}={value}: {e.strerror}") from None
     mounts.mask_paths(linux.get("maskedPaths") or [])
     mounts.readonly_paths(linux.get("readonlyPaths") or [], userns)
     if (cfg.get("root") or {}).get("readonly"):
@@ -146,13 +156,6 @@ def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
         sc.sethostname(cfg["hostname"])
     if cfg.get("domainname"):
         sc.setdomainname(cfg["domainname"])
-    for key, value in (linux.get("sysctl") or {}).items():
-        path = "/proc/sys/" + key.replace(".", "/")
-        try:
-            with open(path, "w") as f:
-                f.write(value)
-        except OSError as e:
-            raise PyruncError(f"sysctl {key}={value}: {e.strerror}") from None
     path, args, env = process.prepare(proc)
     if sock is not None:
         from . import console
@@ -162,11 +165,11 @@ def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
     chan.send("READY")
     chan.close()
     # the create/start split: block here until `start` opens the other end of the fifo
-    wfd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
-    os.write(wfd, b"0")
-    os.close(wfd)
-    os.close(fifo)
     try:
+        wfd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(wfd, b"0")
+        os.close(wfd)
+        os.close(fifo)
         if hooks.get("startContainer"):
             run_hooks("startContainer", hooks["startContainer"], _state(ctx, "running"))
         process.finish(proc, scmp)
