@@ -157,7 +157,8 @@ def update_resources(opts: dict[str, object]) -> dict[str, dict[str, object]]:
         res.setdefault(section, {})[key] = value
 
     for opt, section, key, conv in (
-        ("memory", "memory", "limit", parse_size), ("memory_reservation", "memory", "reservation", parse_size),
+        ("memory", "memory", "limit", parse_size),
+        ("memory_reservation", "memory", "reservation", parse_size),
         ("memory_swap", "memory", "swap", parse_size), ("kernel_memory", "memory", "kernel", parse_size),
         ("cpu_shares", "cpu", "shares", int), ("cpu_quota", "cpu", "quota", int),
         ("cpu_period", "cpu", "period", int), ("cpu_rt_period", "cpu", "realtimePeriod", int),

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import time
 
+from .errors import PyruncError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
     from typing import Any
-
-from .errors import PyruncError
 
 ROOT = "/sys/fs/cgroup"
 # v1 hierarchies runc creates a directory in; others (perf_event...) are joined when present

@@ -109,7 +109,8 @@ def dispatch(a: object) -> int:  # noqa: C901 - a flat table of verbs
             rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], "root") for s in states]
             widths = [max(len(r[i]) for r in rows) for i in range(6)]
             for r in rows:
-                sys.stdout.write("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+                line = "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
+                sys.stdout.write(line.rstrip() + "\n")
         return 0
     if cmd == "ps":
         from . import cgroups

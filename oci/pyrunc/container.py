@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import time
 
+from . import state as st_mod
+from .errors import NOT_EXIST, PyruncError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
     from typing import Any
-
-from . import state as st_mod
-from .errors import NOT_EXIST, PyruncError
 
 _SIGKILL = 9  # not `import signal`: its enum set-up costs start-up time
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
@@ -116,7 +116,8 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
         os.chmod(fifo, 0o622)  # umask would drop the write bit a user-namespaced init needs
         # with a new cgroup namespace the child must be in its cgroup before unshare; otherwise
         # we move the init in ourselves while it builds its rootfs (cgroup v1 migration is slow)
-        early_join = any(n.get("type") == "cgroup" and not n.get("path") for n in linux.get("namespaces") or [])
+        early_join = any(n.get("type") == "cgroup" and not n.get("path")
+                         for n in linux.get("namespaces") or [])
         ctx = {"id": cid, "bundle": bundle, "rootfs": rootfs, "cgroups": cg, "fifo": fifo,
                "console_socket": console_socket and os.path.abspath(console_socket), "no_pivot": no_pivot,
                "annotations": cfg.get("annotations") or {}, "early_join": early_join}

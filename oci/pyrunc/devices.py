@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import stat
 
+from . import syscalls as sc
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
     from typing import Any
-
-from . import syscalls as sc
 
 DEFAULT_DEVICES: list[dict[str, Any]] = [
     {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666},
@@ -79,9 +79,11 @@ _ALWAYS = [("c", None, None, "m"), ("b", None, None, "m"), ("c", 1, 3, "rwm"), (
            ("c", 5, 1, "rwm"), ("c", 136, None, "rwm"), ("c", 5, 2, "rwm")]
 
 
-def cgroup_rules(spec_rules: list[dict[str, Any]], spec_devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def cgroup_rules(spec_rules: list[dict[str, Any]],
+                 spec_devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rules = list(spec_rules)
-    rules += [{"allow": True, "type": t, "major": ma, "minor": mi, "access": acc} for t, ma, mi, acc in _ALWAYS]
+    rules += [{"allow": True, "type": t, "major": ma, "minor": mi, "access": acc}
+              for t, ma, mi, acc in _ALWAYS]
     rules += [{"allow": True, "type": d.get("type", "c"), "major": d.get("major"), "minor": d.get("minor"),
                "access": "rwm"} for d in spec_devices if d.get("type", "c") in ("c", "b", "u")]
     return rules

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import signal
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
-    from typing import Any
-
 from . import state as st_mod
 from .errors import PyruncError
 from .init import NS_FLAGS, NS_PROC
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
+    from typing import Any
 
 
 def build_process(rec: dict[str, Any], process_file: str | None, args: list[str], opts: dict[str, Any]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
+from .errors import PyruncError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
     from typing import Any
-
-from .errors import PyruncError
 
 
 def run(kind: str, hooks: list[dict[str, Any]], state: dict[str, Any]) -> None:
@@ -33,7 +33,8 @@ def run(kind: str, hooks: list[dict[str, Any]], state: dict[str, Any]) -> None:
             raise PyruncError(f"{kind} hook {path} timed out after {h.get('timeout')}s") from None
         if proc.returncode != 0:
             raise PyruncError(f"error running {kind} hook {path}: exit status {proc.returncode}, "
-                              f"stdout: {out.decode(errors='replace')}, stderr: {err.decode(errors='replace')}")
+                              f"stdout: {out.decode(errors='replace')}, "
+                              f"stderr: {err.decode(errors='replace')}")
 
 
 def _env(env: list[str] | None) -> dict[str, str]:

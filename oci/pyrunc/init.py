@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
-    from typing import Any
-
 from . import syscalls as sc
 from .errors import PyruncError
 from .sync import Channel
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
+    from typing import Any
 
 NS_FLAGS = {"pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET, "mount": sc.CLONE_NEWNS,
             "ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS, "user": sc.CLONE_NEWUSER,
@@ -181,4 +181,5 @@ def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
 
 def _state(ctx: dict[str, Any], status: str) -> dict[str, Any]:
     return {"ociVersion": "1.2.0", "id": ctx["id"], "status": status,
-            "pid": ctx.get("host_pid") or os.getpid(), "bundle": ctx["bundle"], "annotations": ctx.get("annotations") or {}}
+            "pid": ctx.get("host_pid") or os.getpid(), "bundle": ctx["bundle"],
+            "annotations": ctx.get("annotations") or {}}

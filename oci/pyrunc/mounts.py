@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import stat
 
+from . import syscalls as sc
+from .errors import PyruncError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
     from typing import Any
-
-from . import syscalls as sc
-from .errors import PyruncError
 
 # option -> (clear?, flag)
 _FLAGS: dict[str, tuple[bool, int]] = {

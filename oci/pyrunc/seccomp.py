@@ -6,11 +6,11 @@ from __future__ import annotations
 import errno as _errno
 from collections.abc import Callable
 
+from .errors import PyruncError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
     from typing import Any
-
-from .errors import PyruncError
 
 ACT_KILL_PROCESS = 0x80000000
 ACT_KILL_THREAD = 0x00000000

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 
+from .errors import ALREADY_EXISTS, NOT_EXIST, PyruncError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
     from typing import Any
-
-from .errors import ALREADY_EXISTS, NOT_EXIST, PyruncError
 
 OCI_VERSION = "1.2.0"
 FIFO = "exec.fifo"
