@@ -139,7 +139,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
         res = dict(linux.get("resources") or {})
         res["devices"] = cgroup_rules(res.get("devices") or [], linux.get("devices") or [])
         cgroups.apply(cg, res)
-        parent.send("OK")
+        parent.tell("OK")
         hooks = cfg.get("hooks") or {}
         while True:
             msg = parent.recv()
@@ -147,19 +147,19 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
                 raise PyruncError("container init exited before it was ready")
             if msg == "USERNS":
                 _write_maps(child, linux)
-                parent.send("OK")
+                parent.tell("OK")
             elif msg.startswith("PID "):
                 init_pid = int(msg[4:])
                 os.waitpid(child, 0)
                 child = 0
                 if not early_join:
                     cgroups.join(cg, init_pid)
-                    parent.send("OK")
+                    parent.tell("OK")
             elif msg == "HOOKS":
                 s = _hook_state(cid, init_pid, bundle, cfg, "created")
                 run_hooks("prestart", hooks.get("prestart") or [], s)
                 run_hooks("createRuntime", hooks.get("createRuntime") or [], s)
-                parent.send(f"OK {init_pid}")
+                parent.tell(f"OK {init_pid}")
             elif msg.startswith("ERR "):
                 raise PyruncError(msg[4:])
             elif msg == "READY":

@@ -18,6 +18,14 @@ class Channel:
         while data:
             data = data[os.write(self.wfd, data):]
 
+    def tell(self, msg: str) -> None:
+        """send() for the parent: a child that already failed has closed its end, and its
+        error message is still waiting to be read, so a broken pipe is not the story."""
+        try:
+            self.send(msg)
+        except BrokenPipeError:
+            pass
+
     def recv(self) -> str | None:
         """Next line, or None at EOF."""
         while b"\n" not in self._buf:
