@@ -73,7 +73,21 @@ def prepare(proc: dict[str, Any]) -> tuple[str, list[str], dict[str, str]]:
     if not args:
         raise PyruncError("args must not be empty")
     env = env_dict(proc.get("env"))
+    if "HOME" not in env:  # as runc: the user's home from the container's passwd, else /
+        env["HOME"] = home_of(int((proc.get("user") or {}).get("uid", 0)))
     return lookup(args[0], env), args, env
+
+
+def home_of(uid: int) -> str:
+    try:
+        with open("/etc/passwd") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2] == str(uid):
+                    return fields[5] or "/"
+    except OSError:
+        pass
+    return "/"
 
 
 def preload(seccomp: dict[str, Any] | None) -> Callable[[], None] | None:
