@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error(str(e))
         return 1
     log.configure(a.log, a.log_format, a.debug)
+    if a.command in ("create", "run"):
+        from . import cgroups
+        cgroups.prewarm()
     try:
         rc = dispatch(a)
     except PyruncError as e:
