@@ -46,3 +46,55 @@ def setup_pty(sock_fd: int, uid: int, size: dict | None) -> None:
         os.dup2(slave, fd)
     if slave > 2:
         os.close(slave)
+
+
+def listen(path: str) -> tuple[socket.socket, str]:
+    """Our own console socket, for `exec -t` in the foreground without --console-socket."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    return srv, path
+
+
+def proxy_until_exit(srv: socket.socket, pid: int, wait: object) -> int:
+    """Receive the pty master, copy our stdin/stdout to and from it until the process exits."""
+    import select
+    import termios
+    import tty
+    conn, _ = srv.accept()
+    path = srv.getsockname()
+    srv.close()
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+    conn.close()
+    master = fds[0]
+    saved = None
+    if os.isatty(0):
+        saved = termios.tcgetattr(0)
+        tty.setraw(0)
+    try:
+        stdin_open = True
+        while True:
+            r, _, _ = select.select([master] + ([0] if stdin_open else []), [], [], 0.1)
+            if master in r:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                os.write(1, data)
+            if 0 in r:
+                data = os.read(0, 65536)
+                if data:
+                    os.write(master, data)
+                else:
+                    stdin_open = False
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        os.close(master)
+    return wait(pid)  # type: ignore[operator]

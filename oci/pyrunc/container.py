@@ -284,6 +284,10 @@ def delete(root: str, cid: str, force: bool) -> None:
         rec = st_mod.load(root, cid)
     except PyruncError as e:
         if force and str(e) == NOT_EXIST:
+            # a create killed half-way leaves its reserved directory without state: clear it
+            d = st_mod.container_dir(root, cid)
+            if os.path.isdir(d):
+                _rmtree(d)
             return
         raise
     status = st_mod.status(root, rec)

@@ -79,8 +79,12 @@ def run(root: str, cid: str, proc: dict[str, Any], pid_file: str | None, detach:
         raise PyruncError("cannot exec in a stopped container")
     if status == "paused":
         raise PyruncError("cannot exec in a paused container")
+    proxy = None
     if proc.get("terminal") and not console_socket:
-        raise PyruncError("cannot allocate tty without --console-socket")
+        if detach:
+            raise PyruncError("cannot allocate tty if runc will detach without setting console socket")
+        from . import console
+        proxy, console_socket = console.listen(os.path.join(root, cid, f"console-{os.getpid()}.sock"))
     cfg = rec.get("config") or {}
     linux = cfg.get("linux") or {}
     from . import syscalls as sc
@@ -126,6 +130,11 @@ def run(root: str, cid: str, proc: dict[str, Any], pid_file: str | None, detach:
             err = msg[4:]
     os.waitpid(child, 0)
     parent.close()
+    if err or not pid:
+        if proxy is not None:
+            proxy.close()
+            if console_socket and os.path.exists(console_socket):
+                os.unlink(console_socket)
     if err:
         if pid:
             _reap(pid)
@@ -136,6 +145,9 @@ def run(root: str, cid: str, proc: dict[str, Any], pid_file: str | None, detach:
         st_mod.write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
     if detach:
         return 0
+    if proxy is not None:
+        from . import console
+        return console.proxy_until_exit(proxy, pid, _wait_forwarding)
     return _wait_forwarding(pid)
 
 
