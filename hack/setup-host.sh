@@ -37,7 +37,10 @@ if [ ! -x "$here/.venv/bin/python" ]; then
 fi
 stamp="$here/.venv/.cri-shim-installed"
 if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
-    "$here/.venv/bin/pip" install -q -e "$here[dev]"
+    # "compat" editable mode puts the checkout on sys.path with a plain .pth entry instead
+    # of an import-hook finder: every pyrunc command (three per container) starts ~13 ms
+    # faster, which matters for a runtime that conmon execs per operation.
+    "$here/.venv/bin/pip" install -q -e "$here[dev]" --config-settings editable_mode=compat
     # Reference descriptor for the wire-compatibility test; it pins an old protobuf,
     # so it comes without its dependencies and is never imported.
     "$here/.venv/bin/pip" install -q --no-deps container-runtime-interface-api
