@@ -93,6 +93,12 @@ def _log_done(method: str, start: float, exc: BaseException | None, code: grpc.S
         log.warning("%s -> %s in %.1f ms: %s", method, code.name if code else "?", ms, exc)
 
 
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str, start: float) -> None:
+    code, message = status_for(exc, method)
+    _log_done(method, start, exc, code)
+    await context.abort(code, message)
+
+
 def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         start = time.monotonic()
@@ -101,9 +107,7 @@ def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # noqa: BLE001 - this is the conversion point
-            code, message = status_for(exc, method)
-            _log_done(method, start, exc, code)
-            await context.abort(code, message)
+            await _abort(context, exc, method, start)
         _log_done(method, start, None, None)
         return result
 
@@ -123,9 +127,7 @@ def _wrap_stream(behavior: Callable[..., Any], method: str) -> Callable[..., Any
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # noqa: BLE001 - this is the conversion point
-            code, message = status_for(exc, method)
-            _log_done(method, start, exc, code)
-            await context.abort(code, message)
+            await _abort(context, exc, method, start)
         _log_done(method, start, None, None)
 
     return call
