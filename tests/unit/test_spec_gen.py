@@ -183,3 +183,18 @@ def test_readonly_rootfs_and_cwd(rootfs: Path) -> None:
     s = spec_of(c, rootfs)
     assert s["root"]["readonly"] is True and s["process"]["cwd"] == "/work"
     assert spec_of(cfg(), rootfs)["process"]["cwd"] == "/srv"
+
+
+def test_runtime_default_seccomp_follows_capabilities() -> None:
+    from cri_shim.containers.seccomp_profiles import runtime_default
+
+    def denied(caps: list[str]) -> dict[str, int]:
+        prof = runtime_default(caps)
+        assert prof.default_action == "SCMP_ACT_ALLOW"
+        return {n: s.errno_ret or 0 for s in prof.syscalls or [] for n in s.names}
+
+    plain = denied(["CAP_CHOWN"])
+    assert plain["mount"] == 1 and plain["ptrace"] == 1 and plain["bpf"] == 1 and plain["clone3"] == 38
+    admin = denied(["CAP_SYS_ADMIN", "CAP_SYS_PTRACE"])
+    assert "mount" not in admin and "unshare" not in admin and "ptrace" not in admin
+    assert admin["kexec_load"] == 1 and admin["init_module"] == 1
