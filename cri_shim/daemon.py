@@ -69,27 +69,24 @@ class Daemon:
         self.add_component(self.containers)
 
     def _sandbox_event(self, pod_id: str, kind: int) -> None:
-        if not self.events.subscriber_count:
-            return
-        ev = pb.ContainerEventResponse(
-            container_id=pod_id, container_event_type=kind, created_at=time.time_ns()
-        )
-        status = self.sandboxes.pod_status_for_event(pod_id)
-        if status is not None:
-            ev.pod_sandbox_status.CopyFrom(status)
-        self.events.publish(ev)
+        self._publish(pod_id, kind, pod_id, with_containers=False)
 
     def _container_event(self, container_id: str, kind: int, pod_id: str) -> None:
+        self._publish(container_id, kind, pod_id, with_containers=True)
+
+    def _publish(self, object_id: str, kind: int, pod_id: str, with_containers: bool) -> None:
+        """One event for GetContainerEvents, with the pod's status (and its containers')."""
         if not self.events.subscriber_count:
-            return
+            return  # nobody listens: skip building statuses
         ev = pb.ContainerEventResponse(
-            container_id=container_id, container_event_type=kind, created_at=time.time_ns()
+            container_id=object_id, container_event_type=kind, created_at=time.time_ns()
         )
         status = self.sandboxes.pod_status_for_event(pod_id)
         if status is not None:
             ev.pod_sandbox_status.CopyFrom(status)
-        for c in self.containers.pod_containers(pod_id):
-            ev.containers_statuses.append(self.containers.status(c.meta.id)[0])
+        if with_containers:
+            for c in self.containers.pod_containers(pod_id):
+                ev.containers_statuses.append(self.containers.status(c.meta.id)[0])
         self.events.publish(ev)
 
     def add_component(self, component: Component) -> None:

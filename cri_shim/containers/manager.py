@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from cri_shim.atomic_file import write_atomic
 from cri_shim.config import Config
 from cri_shim.containers import conmon
 from cri_shim.containers.spec_gen import ImageContext, PodContext, build_spec
@@ -43,6 +44,7 @@ from cri_shim.errors import (
     InvalidArgument,
     NotFound,
 )
+from cri_shim.id_lookup import by_id_or_prefix
 from cri_shim.runtime_handlers import HandlerRegistry
 from oci.cli_runtime import CLIRuntime
 from oci.errors import ContainerNotFound, OCIRuntimeError
@@ -194,18 +196,7 @@ class ContainerManager:
         return rt
 
     def get(self, container_id: str) -> Container:
-        """By full id or unique prefix, as crictl allows."""
-        if not container_id:
-            raise InvalidArgument("container id is empty")
-        c = self.containers.get(container_id)
-        if c is not None:
-            return c
-        matches = [c for cid, c in self.containers.items() if cid.startswith(container_id)]
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            raise InvalidArgument(f"container id prefix {container_id!r} is ambiguous")
-        raise NotFound(f"container {container_id!r} not found")
+        return by_id_or_prefix(self.containers, container_id, "container")
 
     def find(self, container_id: str) -> Container | None:
         try:
@@ -325,7 +316,7 @@ class ContainerManager:
             c.meta.uid = spec.process.user.uid
             c.meta.gid = spec.process.user.gid
             c.meta.supplemental_groups = list(spec.process.user.additional_gids or [])
-        await asyncio.to_thread(_write_atomic, bundle / "config.json", spec.to_json(indent=1).encode())
+        await asyncio.to_thread(write_atomic, bundle / "config.json", spec.to_json(indent=1))
         if c.meta.log_path:
             Path(c.meta.log_path).parent.mkdir(parents=True, exist_ok=True)
         handler = self.handlers.get(c.meta.handler)
@@ -605,15 +596,6 @@ def _signal_number(name: str) -> int:
         return int(signal.Signals[name])
     except KeyError:
         return int(signal.SIGTERM)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def container_stats(m: ContainerManager, c: Container) -> pb.ContainerStats:

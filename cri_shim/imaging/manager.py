@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cri_shim import mounts
 from cri_shim.config import Config
 from cri_shim.containers.manager import ResolvedImage
 from cri_shim.criapi import api_pb2 as pb
@@ -398,7 +399,7 @@ class ImageManager:
 
     async def release_rootfs(self, container_id: str) -> None:
         d = self.ctr_root / container_id
-        await asyncio.to_thread(snapshots.unmount, d / "merged")
+        await asyncio.to_thread(mounts.unmount, d / "merged")
         await asyncio.to_thread(snapshots.remove_tree, d)
         await asyncio.to_thread(self.db.delete_snapshot, container_id)
 

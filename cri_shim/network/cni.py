@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cri_shim.atomic_file import write_atomic
 from cri_shim.network.cni_config import NetworkConfig, find_plugin
 
 PLUGIN_TIMEOUT = 60.0
@@ -174,7 +175,7 @@ class CNINetwork:
                 await self._del_with(self.net, req, result)
             raise
         assert result is not None
-        await asyncio.to_thread(_write_atomic, self._cache_path(req), json.dumps({
+        await asyncio.to_thread(write_atomic, self._cache_path(req), json.dumps({
             "config": self.net.raw, "result": result, "portMappings": req.port_mappings,
         }).encode())
         return result
@@ -213,13 +214,3 @@ class CNINetwork:
         cached = json.loads(self._cache_path(req).read_bytes())
         for plugin in self.net.plugins:
             await self._run(plugin, "CHECK", req, cached.get("result"))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

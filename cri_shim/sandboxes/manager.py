@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -20,11 +19,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cri_shim import mounts
+from cri_shim.atomic_file import write_atomic
 from cri_shim.config import Config
 from cri_shim.containers.manager import PodInfo
 from cri_shim.containers.spec_gen import PodContext
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri_shim.id_lookup import by_id_or_prefix
 from cri_shim.network.cni import CNIError, CNINetwork, PodNetworkRequest, pod_ips
 from cri_shim.network.cni_config import NoNetworkConfig, load_default_network
 from cri_shim.runtime_handlers import HandlerRegistry
@@ -34,7 +36,6 @@ from cri_shim.sandboxes.store import CREATING, NOTREADY, READY, SandboxMeta, San
 log = logging.getLogger("cri_shim.sandboxes")
 
 SHM_SIZE = 64 << 20
-MNT_DETACH = 2
 
 STATE_TO_PB = {CREATING: pb.SANDBOX_NOTREADY, READY: pb.SANDBOX_READY, NOTREADY: pb.SANDBOX_NOTREADY}
 
@@ -99,7 +100,7 @@ class SandboxManager:
                 log.info("pod %s: cleaning up a half-created sandbox", sb.meta.id)
                 await self._teardown(sb)
                 await self._destroy(sb)
-            elif sb.status.state == READY and not all(namespaces.is_pinned(p) for p in sb.pins().values()):
+            elif sb.status.state == READY and not all(mounts.is_mounted(p) for p in sb.pins().values()):
                 log.warning("pod %s: namespaces gone; marking not ready", sb.meta.id)
                 sb.status.state = NOTREADY
                 await asyncio.to_thread(self.store.put_status, sb.meta.id, sb.status)
@@ -114,17 +115,7 @@ class SandboxManager:
         return f"{meta.name}_{meta.namespace}_{meta.uid}_{meta.attempt}"
 
     def get(self, sandbox_id: str) -> Sandbox:
-        if not sandbox_id:
-            raise InvalidArgument("pod sandbox id is empty")
-        sb = self.sandboxes.get(sandbox_id)
-        if sb is not None:
-            return sb
-        matches = [s for sid, s in self.sandboxes.items() if sid.startswith(sandbox_id)]
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            raise InvalidArgument(f"pod sandbox id prefix {sandbox_id!r} is ambiguous")
-        raise NotFound(f"pod sandbox {sandbox_id!r} not found")
+        return by_id_or_prefix(self.sandboxes, sandbox_id, "pod sandbox")
 
     def find(self, sandbox_id: str) -> Sandbox | None:
         try:
@@ -198,9 +189,9 @@ class SandboxManager:
         if len(hostname) > 64:
             raise InvalidArgument(f"hostname {hostname[:20]!r}... is longer than 64 characters")
         resolv = pod_files.resolv_conf(cfg.dns_config)
-        await asyncio.to_thread(pod_files.write_atomic, d / "hostname", hostname + "\n")
-        await asyncio.to_thread(pod_files.write_atomic, d / "resolv.conf", resolv)
-        await asyncio.to_thread(pod_files.write_atomic, d / "hosts", pod_files.hosts_file(hostname, []))
+        await asyncio.to_thread(write_atomic, d / "hostname", hostname + "\n")
+        await asyncio.to_thread(write_atomic, d / "resolv.conf", resolv)
+        await asyncio.to_thread(write_atomic, d / "hosts", pod_files.hosts_file(hostname, []))
         if cfg.log_directory:
             Path(cfg.log_directory).mkdir(parents=True, exist_ok=True)
         pins = sb.pins()
@@ -214,7 +205,8 @@ class SandboxManager:
             await namespaces.sysctls_in(pins, sysctls)
         if not sb.meta.host_ipc:
             sb.shm_path.mkdir(mode=0o1777, exist_ok=True)
-            _mount_tmpfs(sb.shm_path, f"mode=1777,size={SHM_SIZE}")
+            mounts.mount("shm", sb.shm_path, "tmpfs", mounts.MS_NOSUID | mounts.MS_NODEV | mounts.MS_NOEXEC,
+                         f"mode=1777,size={SHM_SIZE}", "the pod's /dev/shm")
         if sb.meta.shared_pid and not sb.meta.host_pid:
             sb.status.holder_pid = await namespaces.start_pid_holder(
                 self.config.pause_init, pins, d / "pidns-holder.pid")
@@ -226,7 +218,7 @@ class SandboxManager:
             sb.status.ips = pod_ips(result).ips
             sb.status.network_ready = True
             (d / "cni-result.json").write_text(json.dumps(result))
-        await asyncio.to_thread(pod_files.write_atomic, d / "hosts",
+        await asyncio.to_thread(write_atomic, d / "hosts",
                                 pod_files.hosts_file(hostname, sb.status.ips))
         sb.status.state = READY
         await asyncio.to_thread(self.store.put_status, sb.meta.id, sb.status)
@@ -269,7 +261,7 @@ class SandboxManager:
 
     async def _destroy(self, sb: Sandbox) -> None:
         if sb.shm_path.exists():
-            _umount(sb.shm_path)
+            mounts.unmount(sb.shm_path)
         if not sb.meta.cgroup_parent:
             # Containers of a pod without a kubelet cgroup parent live under
             # /cri-shim/<pod id>; runtimes remove their own cgroup, we remove the parent.
@@ -382,25 +374,6 @@ def _remove_cgroup_dirs(rel: str, root: Path = Path("/sys/fs/cgroup")) -> None:
     for d in candidates:
         with contextlib.suppress(OSError):
             d.rmdir()
-
-
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _mount_tmpfs(path: Path, options: str) -> None:
-    libc = _libc()
-    flags = 0x2 | 0x4 | 0x8  # MS_NOSUID | MS_NODEV | MS_NOEXEC
-    if libc.mount(b"shm", str(path).encode(), b"tmpfs", flags, options.encode()) != 0:
-        err = ctypes.get_errno()
-        raise Internal(f"mounting the pod's /dev/shm at {path}: {os.strerror(err)}")
-
-
-def _umount(path: Path) -> None:
-    libc = _libc()
-    while namespaces.is_pinned(path):
-        if libc.umount2(str(path).encode(), MNT_DETACH) != 0:
-            break
 
 
 def _to_json(msg: pb.PodSandboxConfig) -> str:

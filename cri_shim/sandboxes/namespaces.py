@@ -14,6 +14,7 @@ import os
 import signal
 from pathlib import Path
 
+from cri_shim import mounts
 from cri_shim.errors import Internal
 
 NS_KINDS = ("net", "ipc", "uts")
@@ -49,25 +50,9 @@ async def pin_namespaces(pins: dict[str, Path], hostname: str) -> None:
     await _run(*args, "--", "/bin/sh", "-ec", "; ".join(script) or "true", "pin", hostname)
 
 
-def is_pinned(path: Path) -> bool:
-    """True when a namespace is bind-mounted at path."""
-    target = str(path)
-    try:
-        with open("/proc/self/mountinfo") as f:
-            return any(line.split()[4] == target for line in f)
-    except OSError:
-        return False
-
-
 def unpin(path: Path) -> None:
-    """Unmount a pin (lazily, so a namespace still in use stays alive for its users)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    while is_pinned(path):
-        if libc.umount2(str(path).encode(), 2) != 0:  # MNT_DETACH
-            err = ctypes.get_errno()
-            raise Internal(f"unmounting namespace pin {path}: {os.strerror(err)}")
+    """Unmount a pin (detached, so a namespace still in use stays alive for its users)."""
+    mounts.unmount(path)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
 

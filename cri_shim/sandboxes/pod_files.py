@@ -44,15 +44,3 @@ def resolv_conf(dns: pb.DNSConfig, host_resolv: Path = HOST_RESOLV) -> str:
     if dns.options:
         out.append("options " + " ".join(dns.options))
     return "\n".join(out) + "\n"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)

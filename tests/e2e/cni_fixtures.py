@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-_counter = iter(range(10, 250))
+# Subnets start at a pid-derived offset so two test runs at once rarely pick the same one.
+_counter = iter(range(10 + os.getpid() % 120, 250))
 
 
 @dataclass

@@ -17,6 +17,7 @@ import pytest
 from cri_shim.criapi import api_pb2 as pb
 from tests.e2e.cni_fixtures import PodNetwork, test_network  # noqa: F401 - fixture
 from tests.e2e.daemon import DaemonProcess
+from tests.e2e.observe import EventRecorder, mounts_under
 
 pytestmark = pytest.mark.root
 
@@ -90,11 +91,6 @@ class Pod:
 def conmon_pids(d: DaemonProcess) -> list[int]:
     out = subprocess.run(["pgrep", "-f", f"conmon.*{d.state_dir}"], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
-
-
-def mounts_under(path: Path) -> list[str]:
-    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
-            if line.split()[4].startswith(str(path))]
 
 
 def cgroup_dirs(pod_id: str) -> list[Path]:
@@ -240,20 +236,7 @@ def test_containers_survive_sigkill_of_daemon(cri: DaemonProcess, handler: str, 
 
 
 def test_update_reopen_stats_and_events(cri: DaemonProcess, tmp_path: Path, busybox_image: str) -> None:
-    events: list[pb.ContainerEventResponse] = []
-    stream = cri.runtime.GetContainerEvents(pb.GetEventsRequest())
-
-    import threading
-
-    def read() -> None:
-        try:
-            for ev in stream:
-                events.append(ev)
-        except grpc.RpcError:
-            pass
-
-    threading.Thread(target=read, daemon=True).start()
-    time.sleep(0.3)
+    recorder = EventRecorder(cri)
     pod = Pod(cri, "misc", "runc", tmp_path / "logs", busybox_image)
     cid = pod.run("app", ["sh", "-c", "while true; do echo tick; sleep 0.2; done"], memory=64 << 20)
     pod.wait_state(cid, pb.CONTAINER_RUNNING)
@@ -294,12 +277,7 @@ def test_update_reopen_stats_and_events(cri: DaemonProcess, tmp_path: Path, busy
     metrics = cri.runtime.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest()).pod_metrics
     assert metrics[0].pod_sandbox_id == pod.id and metrics[0].container_metrics[0].container_id == cid
     cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not any(
-            e.container_id == cid and e.container_event_type == pb.CONTAINER_DELETED_EVENT for e in events):
-        time.sleep(0.05)
-    stream.cancel()
-    kinds = [e.container_event_type for e in events if e.container_id == cid]
+    kinds = recorder.kinds_for(cid)
     assert kinds == [pb.CONTAINER_CREATED_EVENT, pb.CONTAINER_STARTED_EVENT, pb.CONTAINER_STOPPED_EVENT,
                      pb.CONTAINER_DELETED_EVENT]
 

@@ -7,7 +7,6 @@ import ipaddress
 import json
 import sqlite3
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from cri_shim.criapi import api_pb2 as pb
 from tests.e2e.cni_fixtures import PodNetwork, test_network  # noqa: F401 - fixture
 from tests.e2e.daemon import DaemonProcess
+from tests.e2e.observe import EventRecorder, mounts_under
 
 pytestmark = pytest.mark.root
 
@@ -43,11 +43,6 @@ def pods(daemon_factory, test_network: PodNetwork) -> DaemonProcess:  # noqa: F8
     if d.channel is not None:
         for p in d.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items:
             d.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=p.id))
-
-
-def mounts_under(path: Path) -> list[str]:
-    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
-            if line.split()[4].startswith(str(path))]
 
 
 def _gone(pid: int, timeout: float = 3.0) -> bool:
@@ -222,26 +217,10 @@ def test_pods_survive_sigkill_and_half_created_is_cleaned(
 
 
 def test_events_stream(pods: DaemonProcess) -> None:
-    events: list[pb.ContainerEventResponse] = []
-    stream = pods.runtime.GetContainerEvents(pb.GetEventsRequest())
-
-    def read() -> None:
-        try:
-            for ev in stream:
-                events.append(ev)
-        except grpc.RpcError:
-            pass
-
-    t = threading.Thread(target=read, daemon=True)
-    t.start()
-    time.sleep(0.3)
+    recorder = EventRecorder(pods)
     pod_id = pods.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_config("ev"))).pod_sandbox_id
     pods.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
-    deadline = time.monotonic() + 5
-    while len(events) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stream.cancel()
-    kinds = [e.container_event_type for e in events if e.container_id == pod_id]
+    kinds = recorder.kinds_for(pod_id)
     assert kinds == [pb.CONTAINER_CREATED_EVENT, pb.CONTAINER_STARTED_EVENT, pb.CONTAINER_STOPPED_EVENT,
                      pb.CONTAINER_DELETED_EVENT]
-    assert events[0].pod_sandbox_status.metadata.name == "ev"
+    assert recorder.events[0].pod_sandbox_status.metadata.name == "ev"
