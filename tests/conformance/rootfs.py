@@ -36,6 +36,7 @@ def build_busybox_rootfs(dest: Path) -> Path:
     (dest / "tmp").mkdir(mode=0o1777, exist_ok=True)
     os.chmod(dest / "tmp", 0o1777)
     shutil.copy2(BUSYBOX, dest / "bin" / "busybox")
+    _copy_shared_libraries(BUSYBOX, dest)
     applets = subprocess.run([BUSYBOX, "--list"], check=True, capture_output=True, text=True).stdout.split()
     for applet in applets:
         link = dest / "bin" / applet
@@ -46,3 +47,18 @@ def build_busybox_rootfs(dest: Path) -> Path:
     (dest / "etc" / "hostname").write_text("rootfs\n")
     os.chown(dest / "home" / "app", APP_UID, APP_GID)
     return dest
+
+
+def _copy_shared_libraries(binary: str, dest: Path) -> None:
+    """Debian's `busybox` package (which replaces busybox-static when installed) is dynamically
+    linked: without its loader and libraries in the rootfs every exec fails with ENOENT."""
+    ldd = subprocess.run(["ldd", binary], capture_output=True, text=True)
+    if ldd.returncode != 0:  # "not a dynamic executable": the static build needs nothing
+        return
+    for line in ldd.stdout.splitlines():
+        paths = [word for word in line.split() if word.startswith("/")]
+        if not paths:
+            continue  # linux-vdso.so.1 lives in the kernel
+        target = dest / paths[0].lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.realpath(paths[0]), target)
