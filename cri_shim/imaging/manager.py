@@ -77,7 +77,7 @@ class ImageManager:
         self.images: dict[str, ImageRecord] = {}
         # digest -> future of an in-flight download; chain -> future of an unpack.
         self._downloads: dict[str, asyncio.Future[None]] = {}
-        self._unpacks: dict[str, asyncio.Future[None]] = {}
+        self._unpacks: dict[str, asyncio.Task[None]] = {}
         self._pulls = 0
         self._lock = asyncio.Lock()
         self.blob_fetches = 0  # counted for tests: blob GETs actually made
@@ -135,7 +135,7 @@ class ImageManager:
         if creds is None or creds.empty:
             creds = auth.from_auth_file(cfg.auth_file, parsed.domain)
         client = RegistryClient(parsed, creds, cfg.insecure_registries, cfg.mirrors,
-                                cfg.pull_progress_timeout)
+                                cfg.pull_progress_timeout, cfg.servers)
         self._pulls += 1
         ok = False
         try:
@@ -151,7 +151,7 @@ class ImageManager:
             await client.aclose()
             if not ok and self._pulls == 0:
                 # Nothing a failed pull stored may stay unless an image references it.
-                await asyncio.to_thread(self._gc)
+                await self._gc_quietly()
 
     async def _pull(self, ref: reference.Reference, client: RegistryClient) -> str:
         media, body, digest = await client.manifest(ref.lookup)
@@ -185,7 +185,12 @@ class ImageManager:
                 await self._fetch(client, d, progress)
             await self._unpack(d, diff_ids[i], chains[i], str(ref))
 
-        await asyncio.gather(*(one(i) for i in range(len(layer_descs))))
+        # Every layer settles before the pull reports: a failed layer must not let the
+        # pull's clean-up run while a sibling is still unpacking into the snapshot tree.
+        results = await asyncio.gather(*(one(i) for i in range(len(layer_descs))), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise next((e for e in errors if not isinstance(e, asyncio.CancelledError)), errors[0])
         progress.done()
         blobs += [config_desc["digest"]] + [d["digest"] for d in layer_descs]
         image_id = str(config_desc["digest"])
@@ -242,12 +247,23 @@ class ImageManager:
         n = await asyncio.to_thread(self.db.layer_number, chain)
         if n is not None and (self.snapshot_dir(n) / "fs").is_dir():
             return
-        fut = self._unpacks.get(chain)
-        if fut is not None:
-            await asyncio.shield(fut)
-            return
-        fut = asyncio.get_running_loop().create_future()
-        self._unpacks[chain] = fut
+        task = self._unpacks.get(chain)
+        if task is None:
+            # The unpack is a task of its own, not part of the caller's: a cancelled pull
+            # (deadline) leaves it to finish or clean up after itself, instead of removing
+            # its directory while its thread is still writing there.
+            task = asyncio.ensure_future(self._unpack_layer(digest, diff_id, chain, ref))
+            self._unpacks[chain] = task
+            task.add_done_callback(lambda t: self._unpack_done(chain, t))
+        await asyncio.shield(task)
+
+    def _unpack_done(self, chain: str, task: asyncio.Task[None]) -> None:
+        self._unpacks.pop(chain, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here: its waiters, if any, re-raise it
+
+    async def _unpack_layer(self, digest: str, diff_id: str, chain: str, ref: str) -> None:
+        n = None
         try:
             n = await asyncio.to_thread(self.db.reserve_layer, chain)
             d = self.snapshot_dir(n)
@@ -258,16 +274,11 @@ class ImageManager:
             layers.check_diff_id(got, diff_id, f"{ref} {digest}")
             os.rename(tmp, d / "fs")
             await asyncio.to_thread(self.db.set_layer_size, chain, size)
-            fut.set_result(None)
-        except BaseException as e:
+        except BaseException:
             if n is not None:
                 await asyncio.to_thread(snapshots.remove_tree, self.snapshot_dir(n))
                 await asyncio.to_thread(self.db.delete_layer, chain)
-            fut.set_exception(e)
-            fut.exception()
             raise
-        finally:
-            del self._unpacks[chain]
 
     # --- offline import ------------------------------------------------------------------
 
@@ -287,7 +298,7 @@ class ImageManager:
             if tmp is not None:
                 await asyncio.to_thread(snapshots.remove_tree, tmp)
             if not ok and self._pulls == 0:
-                await asyncio.to_thread(self._gc)
+                await self._gc_quietly()
 
     async def _import_one(self, img: Any, source: str) -> str:
         import shutil
@@ -333,10 +344,12 @@ class ImageManager:
     # --- remove and GC ---------------------------------------------------------------------
 
     async def remove(self, ref: str) -> None:
-        rec = self.find(ref)
-        if rec is None:
-            return  # CRI: removing a missing image succeeds
         async with self._lock:
+            # Looked up under the lock: a concurrent RemoveImage of the same image may have
+            # removed it (or its tag) while this call waited.
+            rec = self.find(ref)
+            if rec is None:
+                return  # CRI: removing a missing image succeeds
             parsed = None
             if not reference.is_image_id(ref) and ref != rec.id:
                 with contextlib.suppress(InvalidArgument):
@@ -352,13 +365,20 @@ class ImageManager:
                 raise FailedPrecondition(
                     f"image {rec.id} is in use by container(s) {', '.join(u[:12] for u in users)}")
             await asyncio.to_thread(self.db.delete_image, rec.id)
-            del self.images[rec.id]
+            self.images.pop(rec.id, None)
             if self._pulls == 0:
                 await asyncio.to_thread(self._gc)
 
+    async def _gc_quietly(self) -> None:
+        """GC after a failure: its own error is logged, never put in place of the failure's."""
+        try:
+            await asyncio.to_thread(self._gc)
+        except OSError as e:
+            log.warning("garbage collection after a failed pull: %s", e)
+
     def _gc(self) -> None:
-        """Drop blobs and committed snapshots no image references (none while pulls run)."""
-        if self._pulls or not self.collect_garbage:
+        """Drop blobs and committed snapshots no image references (none while pulls or unpacks run)."""
+        if self._pulls or self._unpacks or not self.collect_garbage:
             return
         live_blobs = {b for r in self.images.values() for b in r.blobs}
         live_chains = {c for r in self.images.values() for c in r.chain}
