@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cri_shim.cgroup_paths import check_conmon_setting
 from cri_shim.errors import InvalidArgument
 
 DEFAULT_STATE_DIR = "/run/cri-shim"
@@ -49,6 +50,9 @@ class ImageConfig:
     insecure_registries: list[str] = field(default_factory=list)
     # registry host -> mirror endpoints tried in order before the registry itself.
     mirrors: dict[str, list[str]] = field(default_factory=dict)
+    # registry host -> the one endpoint that replaces the registry (containerd's hosts.toml
+    # `server`): its mirrors are still tried first, the real host never is.
+    servers: dict[str, str] = field(default_factory=dict)
     # A docker-style config.json with "auths"; empty means none.
     auth_file: str = ""
     max_concurrent_downloads: int = 3
@@ -70,7 +74,12 @@ class Config:
     log_level: str = "info"
     cgroup_driver: str = "cgroupfs"
     conmon: str = "conmon"
-    # PID-namespace holder for pods that share one.
+    # Where each container's conmon is accounted: "pod" (a cgroup under the pod's cgroup
+    # parent, like CRI-O's default), or a runtime cgroup: an absolute cgroupfs path with the
+    # cgroupfs driver, a slice such as "system.slice" with systemd.
+    conmon_cgroup: str = "pod"
+    # The pod's infra process, run as `pause_init -P` in the pod's namespaces and cgroup;
+    # PID 1 of the pod's PID namespace when it shares one.
     pause_init: str = "catatonit"
     default_runtime: str = "runc"
     runtimes: dict[str, RuntimeHandlerConfig] = field(default_factory=dict)
@@ -93,11 +102,20 @@ class Config:
             raise InvalidArgument(
                 f"cgroup_driver {self.cgroup_driver!r} is not one of {', '.join(CGROUP_DRIVERS)}"
             )
+        check_conmon_setting(self.conmon_cgroup, self.cgroup_driver)
         if self.default_runtime not in self.runtimes:
             raise InvalidArgument(
                 f"default_runtime {self.default_runtime!r} is not a configured handler "
                 f"(known: {', '.join(sorted(self.runtimes))})"
             )
+        for host, endpoint in self.images.servers.items():
+            if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+                raise InvalidArgument(
+                    f"images.servers[{host!r}] must be an http:// or https:// URL, got {endpoint!r}")
+        for host, endpoints in self.images.mirrors.items():
+            if not isinstance(endpoints, list) or not all(
+                    isinstance(e, str) and e.startswith(("http://", "https://")) for e in endpoints):
+                raise InvalidArgument(f"images.mirrors[{host!r}] must be a list of http:// or https:// URLs")
         if self.images.snapshotter not in ("overlayfs", "native"):
             raise InvalidArgument(
                 f"images.snapshotter {self.images.snapshotter!r} is not one of overlayfs, native")

@@ -31,20 +31,25 @@ def registry_host(domain: str) -> str:
     return "registry-1.docker.io" if domain == DOCKER_HUB else domain
 
 
-def base_urls(domain: str, insecure: list[str], mirrors: dict[str, list[str]]) -> list[str]:
+def base_urls(domain: str, insecure: list[str], mirrors: dict[str, list[str]],
+              servers: dict[str, str] | None = None) -> list[str]:
+    """Endpoints to try in order: the mirrors, then the server that stands for the registry
+    when one is configured, else the registry itself."""
     host = registry_host(domain)
     plain = host.split(":")[0] in ("localhost", "127.0.0.1", "::1") or domain in insecure or host in insecure
     urls = [m.rstrip("/") for m in mirrors.get(domain, [])]
-    urls.append(("http://" if plain else "https://") + host)
+    server = (servers or {}).get(domain)
+    urls.append(server.rstrip("/") if server else ("http://" if plain else "https://") + host)
     return urls
 
 
 class RegistryClient:
     def __init__(self, ref: Reference, creds: Credentials, insecure: list[str],
-                 mirrors: dict[str, list[str]], timeout: float) -> None:
+                 mirrors: dict[str, list[str]], timeout: float,
+                 servers: dict[str, str] | None = None) -> None:
         self.ref = ref
         self.creds = creds
-        self.urls = base_urls(ref.domain, insecure, mirrors)
+        self.urls = base_urls(ref.domain, insecure, mirrors, servers)
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=True)
         self._auth: dict[str, str] = {}  # base url -> Authorization header value
 

@@ -31,6 +31,7 @@ def test_file_then_flags(tmp_path: Path) -> None:
 def test_toml_round_trip() -> None:
     c = config.load(None)
     c.images.mirrors = {"docker.io": ["http://127.0.0.1:5000"]}
+    c.images.servers = {"gcr.io": "http://127.0.0.1:5000"}
     again = config.from_dict(tomllib.loads(config.to_toml(c)))
     assert again.to_dict() == c.to_dict()
 
@@ -45,6 +46,8 @@ def test_toml_round_trip() -> None:
         ("[runtimes.x]\nbinary = ''", "runtime handler 'x': binary is empty"),
         ("state_dir = 'relative'", "state_dir must be an absolute path"),
         ("socket = [", "is not valid TOML"),
+        ("[images]\nservers = {'gcr.io' = 'ftp://x'}", "images.servers['gcr.io'] must be an http"),
+        ("[images]\nmirrors = {'gcr.io' = 'http://x'}", "images.mirrors['gcr.io'] must be a list"),
     ],
 )
 def test_bad_config(tmp_path: Path, text: str, message: str) -> None:

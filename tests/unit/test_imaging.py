@@ -67,6 +67,13 @@ def test_plain_http_only_for_local_and_insecure() -> None:
     assert mirrored == ["http://m:1", "https://registry-1.docker.io"]
 
 
+def test_server_replaces_the_registry() -> None:
+    assert base_urls("gcr.io", [], {}, {"gcr.io": "http://127.0.0.1:5000/"}) == ["http://127.0.0.1:5000"]
+    both = base_urls("gcr.io", [], {"gcr.io": ["http://m:1"]}, {"gcr.io": "http://s:2"})
+    assert both == ["http://m:1", "http://s:2"]
+    assert base_urls("quay.io", [], {}, {"gcr.io": "http://s:2"}) == ["https://quay.io"]
+
+
 def test_bearer_token_flow() -> None:
     asyncio.run(_bearer_token_flow())
 
