@@ -99,12 +99,27 @@ class Layer:
         return sha(self.tar)
 
 
+def is_static_elf(binary: bytes) -> bool:
+    """True when a 64-bit little-endian ELF has no program interpreter (PT_INTERP)."""
+    import struct
+
+    if binary[:4] != b"\x7fELF" or binary[4] != 2:
+        return False
+    phoff, = struct.unpack_from("<Q", binary, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", binary, 0x36)
+    return all(struct.unpack_from("<I", binary, phoff + i * phentsize)[0] != 3 for i in range(phnum))
+
+
 def busybox_base() -> Layer:
     t = TarBuilder()
     for d in ("bin", "etc", "tmp", "proc", "sys", "dev", "www", "root", "home"):
         t.dir(d, 0o1777 if d == "tmp" else 0o755)
     with open("/bin/busybox", "rb") as f:
-        t.file("bin/busybox", f.read(), 0o755)
+        binary = f.read()
+    if not is_static_elf(binary):
+        raise SystemExit("testimages: /bin/busybox is dynamically linked (Debian's busybox package "
+                         "replaced busybox-static?); the test images need busybox-static")
+    t.file("bin/busybox", binary, 0o755)
     for a in APPLETS:
         t.symlink(f"bin/{a}", "busybox")
     return Layer(t.bytes())

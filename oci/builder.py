@@ -291,8 +291,12 @@ class SpecBuilder:
         return self
 
     def bind_mount(self, source: str, destination: str, *, readonly: bool = False,
-                   propagation: str = "rprivate", recursive: bool = True) -> Self:
+                   propagation: str = "rprivate", recursive: bool = True,
+                   recursive_readonly: bool = False) -> Self:
+        """A bind mount; `recursive_readonly` adds `rro`, making submounts read-only too."""
         opts = ["rbind" if recursive else "bind", propagation, "ro" if readonly else "rw"]
+        if recursive_readonly:
+            opts.append("rro")
         return self.add_mount(destination, "bind", source, opts)
 
     def remove_mount(self, destination: str) -> Self:

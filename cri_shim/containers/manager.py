@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from cri_shim.atomic_file import write_atomic
 from cri_shim.config import Config
-from cri_shim.containers import conmon
+from cri_shim.containers import conmon, conmon_cgroup
 from cri_shim.containers.spec_gen import ImageContext, PodContext, build_spec
 from cri_shim.containers.store import (
     CREATED,
@@ -52,8 +52,14 @@ from oci.errors import ContainerNotFound, OCIRuntimeError
 log = logging.getLogger("cri_shim.containers")
 
 EXIT_POLL_INTERVAL = 0.2
-EXEC_OUTPUT_LIMIT = 16 << 20
-TRUNCATED_MARKER = b"\n[cri-shim: output truncated at 16 MiB]\n"
+# stdout and stderr of one ExecSync share this budget, so the reply (both, their markers
+# and the framing) stays under gRPC's 16 MiB message limit.
+EXEC_OUTPUT_LIMIT = 15 << 20
+TRUNCATED_MARKER = b"\n[cri-shim: output truncated at 15 MiB]\n"
+# How long an exec'd process killed at its timeout may take to be reaped by the runtime.
+EXEC_REAP_TIMEOUT = 5.0
+# How long ReopenContainerLog waits for conmon to create the new log file.
+REOPEN_LOG_TIMEOUT = 5.0
 
 STATE_TO_PB = {
     CREATING: pb.CONTAINER_UNKNOWN,
@@ -263,15 +269,13 @@ class ContainerManager:
             raise FailedPrecondition(f"pod sandbox {pod_id} is not ready")
         pod_id = pod.context.id
         key = f"{pod_id}/{cfg.metadata.name}/{cfg.metadata.attempt}"
-        if key in self.names:
-            raise AlreadyExists(
-                f"container name {cfg.metadata.name!r} (attempt {cfg.metadata.attempt}) in pod "
-                f"{pod_id} is reserved by container {self.names[key]}"
-            )
+        self._check_name_free(key, cfg.metadata, pod_id)
         image = await self.images.resolve(cfg.image.image)
         if cfg.log_path and not pod.log_directory:
             raise InvalidArgument("log_path given but the pod has no log_directory")
         log_path = os.path.join(pod.log_directory, cfg.log_path) if cfg.log_path else ""
+        # Again after the await: a concurrent create of the same name may have taken it.
+        self._check_name_free(key, cfg.metadata, pod_id)
         cid = new_id()
         bundle = self.dir / cid
         stop_signal = str(image.config.get("StopSignal") or "SIGTERM")
@@ -295,13 +299,21 @@ class ContainerManager:
         self.publish(cid, pb.CONTAINER_CREATED_EVENT, pod_id)
         return cid
 
+    def _check_name_free(self, key: str, md: pb.ContainerMetadata, pod_id: str) -> None:
+        if key in self.names:
+            raise AlreadyExists(
+                f"container name {md.name!r} (attempt {md.attempt}) in pod "
+                f"{pod_id} is reserved by container {self.names[key]}"
+            )
+
     async def _create_in_runtime(self, c: Container, cfg: pb.ContainerConfig, pod: PodInfo,
                                  image: ResolvedImage, sandbox_config: pb.PodSandboxConfig | None) -> None:
         bundle = Path(c.meta.bundle)
         bundle.mkdir(parents=True, exist_ok=False, mode=0o700)
         rootfs = await self.images.prepare_rootfs(c.meta.id, image.id)
+        rro = self.handlers.get(c.meta.handler).recursive_read_only_mounts
         spec = build_spec(cfg, c.meta.id, pod.context, ImageContext(c.meta.image_ref, image.config),
-                          rootfs, sandbox_config or pod.config)
+                          rootfs, sandbox_config or pod.config, recursive_read_only=rro)
         ns = cfg.linux.security_context.namespace_options
         if ns.pid == pb.TARGET:
             target = self.get(ns.target_id)
@@ -330,6 +342,7 @@ class ContainerManager:
             runtime_args=tuple(handler.config.extra_args),
         )
         handler.root.mkdir(parents=True, exist_ok=True)
+        args.cgroup_procs = await conmon_cgroup.prepare(self.config, pod.context, c.meta.id, bundle)
         pid = await conmon.create(args)
         c.status.state = CREATED
         c.status.pid = pid
@@ -346,6 +359,7 @@ class ContainerManager:
             log.warning("container %s: runtime delete: %s", meta.id, e)
         with contextlib.suppress(Exception):
             await self.images.release_rootfs(meta.id)
+        await conmon_cgroup.remove(Path(meta.bundle))
         await asyncio.to_thread(shutil.rmtree, meta.bundle, True)
         with contextlib.suppress(FileNotFoundError):
             (self.exit_dir / meta.id).unlink()
@@ -425,6 +439,8 @@ class ContainerManager:
         if c is None:
             return
         async with c.lock:
+            if self.containers.get(c.meta.id) is not c:
+                return  # a concurrent RemoveContainer got here first
             if c.status.state in (CREATED, RUNNING):
                 # CRI: removing a running container removes it forcibly.
                 await self._stop_locked(c, 0)
@@ -525,16 +541,13 @@ class ContainerManager:
                 stderr=asyncio.subprocess.PIPE,
             )
             assert proc.stdout and proc.stderr
-            readers = asyncio.gather(_read_capped(proc.stdout), _read_capped(proc.stderr))
+            budget = _OutputBudget(EXEC_OUTPUT_LIMIT)
+            readers = asyncio.gather(_read_capped(proc.stdout, budget), _read_capped(proc.stderr, budget))
             try:
                 out, err = await asyncio.wait_for(asyncio.shield(readers), timeout or None)
                 code = await proc.wait()
             except TimeoutError:
-                with contextlib.suppress(OSError, ValueError):
-                    os.kill(int((work / "pid").read_text()), signal.SIGKILL)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+                await _kill_exec(proc, work / "pid")
                 readers.cancel()
                 raise DeadlineExceeded(
                     f"exec {cmd[0]!r} in container {c.meta.id} timed out after {timeout}s"
@@ -562,6 +575,11 @@ class ContainerManager:
             self._persist(c)
 
     async def reopen_log(self, container_id: str) -> None:
+        """Have conmon reopen the log file; returns once the file exists again.
+
+        The kubelet's log rotation renames the file and then calls this; it (and critest)
+        expects the new file to be there when the call returns, so wait for conmon.
+        """
         c = self.get(container_id)
         if c.status.state != RUNNING:
             raise FailedPrecondition(f"container {c.meta.id} is not running; its log cannot be reopened")
@@ -569,21 +587,104 @@ class ContainerManager:
             conmon.send_ctl(Path(c.meta.bundle), conmon.CTL_REOPEN_LOG)
         except OSError as e:
             raise FailedPrecondition(f"container {c.meta.id}: cannot reach conmon: {e}") from None
+        if not c.meta.log_path:
+            return
+        log_file = Path(c.meta.log_path)
+        deadline = time.monotonic() + REOPEN_LOG_TIMEOUT
+        while not log_file.exists():
+            if time.monotonic() > deadline or not conmon.conmon_alive(Path(c.meta.bundle)):
+                raise DeadlineExceeded(f"container {c.meta.id}: conmon did not reopen {log_file}")
+            await asyncio.sleep(0.01)
 
 
-async def _read_capped(stream: asyncio.StreamReader) -> bytes:
+class _OutputBudget:
+    """Bytes an exec's stdout and stderr may still keep, shared between the two."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def take(self, n: int) -> int:
+        granted = min(n, self.left)
+        self.left -= granted
+        return granted
+
+
+async def _read_capped(stream: asyncio.StreamReader, budget: _OutputBudget) -> bytes:
     buf = bytearray()
     truncated = False
     while True:
         chunk = await stream.read(65536)
         if not chunk:
             break
-        room = EXEC_OUTPUT_LIMIT - len(buf)
-        if room > 0:
-            buf += chunk[:room]
-        if len(chunk) > room:
+        keep = budget.take(len(chunk))
+        buf += chunk[:keep]
+        if keep < len(chunk):
             truncated = True  # keep draining so the process is not blocked on a full pipe
     return bytes(buf) + (TRUNCATED_MARKER if truncated else b"")
+
+
+async def _kill_exec(proc: asyncio.subprocess.Process, pid_file: Path) -> None:
+    """Kill a timed-out exec'd process and let the runtime's exec command reap it.
+
+    Killing only the runtime's `exec` would leave the process (or its zombie, when the
+    container's init does not reap) behind in the container, where `pgrep` still sees it.
+    """
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        pid = 0  # not started yet: the runtime's exec is all there is to stop
+    if pid:
+        await _kill_tree(pid)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), EXEC_REAP_TIMEOUT)
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+async def _kill_tree(pid: int, rounds: int = 50) -> None:
+    """SIGKILL pid and its descendants, leaves first, each round after the last one's were reaped.
+
+    A parent must outlive its children long enough to reap them: a zombie handed to a
+    container init that never reaps (sleep, tail) would outlive the exec for good.
+    """
+    for _ in range(rounds):
+        live = [p for p in _descendants(pid) if not _is_zombie(p)]
+        if not live:
+            break
+        for leaf in (p for p in live if not _children(p)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(leaf, signal.SIGKILL)
+        await asyncio.sleep(0.02)
+    for victim in [*_descendants(pid), pid]:  # whatever would not wait its turn
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for t in os.listdir(f"/proc/{pid}/task")
+                for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _descendants(pid: int) -> list[int]:
+    """pid's descendants, deepest first."""
+    out: list[int] = []
+    for child in _children(pid):
+        out += _descendants(child)
+        out.append(child)
+    return out
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # gone counts as done
+    return stat.rpartition(")")[2].split()[0] == "Z"
 
 
 def _signal_number(name: str) -> int:

@@ -5,9 +5,12 @@ The rules follow what the kubelet expects of containerd and CRI-O:
   command set and no args, CMD is not used.
 - env: image env, then CRI envs (later wins per key).
 - user: run_as_username, else run_as_user (+ run_as_group), else the image USER; the
-  primary gid comes from the image's /etc/passwd when not given; supplemental groups
-  are the user's groups in the image's /etc/group plus the CRI ones (policy Merge), or
-  only the CRI ones (policy Strict).
+  primary gid comes from the image's /etc/passwd when not given; run_as_group without a
+  user is an error. The process's groups are the primary gid, then the user's groups
+  in the image's /etc/group and the CRI ones (policy Merge), or only the CRI ones
+  (policy Strict), as containerd and CRI-O set them (`id -G` shows the primary too).
+- capabilities: "all" (privileged, or add ALL) means all the daemon holds; an
+  oom_score_adj below what the daemon may set is raised to that floor (host_limits).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cri_shim.containers import seccomp_profiles
+from cri_shim.containers.host_limits import HostLimits, host_limits
 from cri_shim.containers.users import resolve, split_image_user
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.errors import InvalidArgument
@@ -105,6 +109,10 @@ def _env(cfg: pb.ContainerConfig, image: ImageContext, pod: PodContext) -> list[
 def _user(cfg: pb.ContainerConfig, image: ImageContext, rootfs: Path) -> tuple[int, int, list[int]]:
     sc = cfg.linux.security_context
     group: str | None = str(sc.run_as_group.value) if sc.HasField("run_as_group") else None
+    if group is not None and not sc.run_as_username and not sc.HasField("run_as_user"):
+        raise InvalidArgument(
+            f"container {cfg.metadata.name!r}: run_as_group {group} is set without run_as_user "
+            "or run_as_username")
     if sc.run_as_username:
         user = sc.run_as_username
     elif sc.HasField("run_as_user"):
@@ -119,11 +127,11 @@ def _user(cfg: pb.ContainerConfig, image: ImageContext, rootfs: Path) -> tuple[i
         gids = extra
     else:
         gids = resolved.additional_gids + extra
-    seen: list[int] = []
+    groups = [resolved.gid]
     for g in gids:
-        if g not in seen and g != resolved.gid:
-            seen.append(g)
-    return resolved.uid, resolved.gid, seen
+        if g not in groups:
+            groups.append(g)
+    return resolved.uid, resolved.gid, groups
 
 
 def _seccomp(sc: pb.LinuxContainerSecurityContext, caps: list[str], privileged: bool):
@@ -150,6 +158,17 @@ def _seccomp(sc: pb.LinuxContainerSecurityContext, caps: list[str], privileged: 
     if privileged:
         return None
     return seccomp_profiles.runtime_default(caps)
+
+
+def _check_recursive_read_only(m: pb.Mount, supported: bool) -> None:
+    where = f"mount {m.container_path!r}"
+    if not m.readonly:
+        raise InvalidArgument(f"{where}: recursive_read_only needs readonly")
+    if m.propagation != pb.PROPAGATION_PRIVATE:
+        raise InvalidArgument(f"{where}: recursive_read_only needs private propagation, "
+                              f"not {pb.MountPropagation.Name(m.propagation)}")
+    if not supported:
+        raise InvalidArgument(f"{where}: recursive_read_only is not supported by this runtime handler")
 
 
 def _device(dev: pb.Device) -> tuple[str, int, int, int]:
@@ -186,7 +205,12 @@ def build_spec(
     image: ImageContext,
     rootfs: Path,
     sandbox_config: pb.PodSandboxConfig | None = None,
+    *,
+    limits: HostLimits | None = None,
+    recursive_read_only: bool = False,
 ) -> Spec:
+    """The spec; `recursive_read_only` says whether the handler's runtime does `rro` mounts."""
+    limits = limits or host_limits()
     name = cfg.metadata.name
     linux = cfg.linux
     sc = linux.security_context
@@ -200,16 +224,17 @@ def build_spec(
     if cfg.tty:
         b.terminal(True)
 
-    # Capabilities: privileged gets all; else the default set with CRI add/drop.
+    # Capabilities: privileged gets all the daemon holds; else the default set with CRI add/drop.
     if sc.privileged:
         b.privileged()
-        caps = list(ALL_CAPABILITIES)
+        caps = list(limits.capabilities)
+        b.capabilities(caps)
     else:
         caps = list(DEFAULT_CAPABILITIES)
         add = [_caps(c) for c in sc.capabilities.add_capabilities]
         drop = [_caps(c) for c in sc.capabilities.drop_capabilities]
         if "CAP_ALL" in add:
-            caps = list(ALL_CAPABILITIES)
+            caps = list(limits.capabilities)
         if "CAP_ALL" in drop:
             caps = []
         unknown = [c for c in add + drop if c != "CAP_ALL" and c not in ALL_CAPABILITIES]
@@ -257,8 +282,11 @@ def build_spec(
             raise InvalidArgument(f"mount host_path {m.host_path!r} must be an absolute path")
         if not os.path.exists(m.host_path):
             raise InvalidArgument(f"mount host_path {m.host_path} does not exist")
+        if m.recursive_read_only:
+            _check_recursive_read_only(m, recursive_read_only)
         b.bind_mount(m.host_path, m.container_path, readonly=m.readonly,
-                     propagation=PROPAGATION.get(m.propagation, "rprivate"))
+                     propagation=PROPAGATION.get(m.propagation, "rprivate"),
+                     recursive_readonly=m.recursive_read_only)
 
     for dev in cfg.devices:
         kind, major, minor, mode = _device(dev)
@@ -270,7 +298,7 @@ def build_spec(
     r = linux.resources
     apply_resources(b, r)
     if r.oom_score_adj:
-        b.oom_score_adj(r.oom_score_adj)
+        b.oom_score_adj(limits.clamp_oom_score_adj(r.oom_score_adj))
     parent = pod.cgroup_parent or f"/cri-shim/{pod.id}"
     b.cgroups_path(f"{parent.rstrip('/')}/{container_id}")
     for k, v in pod.sysctls.items():

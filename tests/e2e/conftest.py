@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.cni_fixtures import test_network  # noqa: F401 - shared fixture
 from tests.e2e.daemon import DaemonProcess
+from tests.e2e.pods import cri  # noqa: F401 - shared fixture
 from tests.e2e.registry import busybox_image, registry  # noqa: F401 - shared fixtures
 
 

@@ -56,7 +56,9 @@ class DaemonProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"cri-shim exited with {self.proc.returncode}:\n{self.log()}")
             if self.socket.exists():
-                self.channel = grpc.insecure_channel(f"unix:{self.socket}")
+                # The kubelet's client accepts messages up to 16 MiB; so does ours.
+                self.channel = grpc.insecure_channel(
+                    f"unix:{self.socket}", options=[("grpc.max_receive_message_length", 16 << 20)])
                 try:
                     grpc.channel_ready_future(self.channel).result(timeout=2)
                     return

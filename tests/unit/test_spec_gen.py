@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cri_shim.containers.host_limits import HostLimits, limits_from
 from cri_shim.containers.spec_gen import ImageContext, PodContext, build_spec
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.errors import InvalidArgument
@@ -42,8 +43,14 @@ def cfg(**kw) -> pb.ContainerConfig:
     return c
 
 
-def spec_of(c: pb.ContainerConfig, rootfs: Path, image: ImageContext = IMAGE) -> dict:
-    return json.loads(build_spec(c, "ctr1", POD, image, rootfs).to_json())
+# A daemon like the one on a host where root lacks CAP_SYS_RESOURCE and oom_score_adj is 0.
+LIMITED = HostLimits(capabilities=("CAP_CHOWN", "CAP_KILL", "CAP_SYS_ADMIN", "CAP_NET_ADMIN"),
+                     min_oom_score_adj=0)
+
+
+def spec_of(c: pb.ContainerConfig, rootfs: Path, image: ImageContext = IMAGE, **kw) -> dict:
+    kw.setdefault("limits", HostLimits())
+    return json.loads(build_spec(c, "ctr1", POD, image, rootfs, **kw).to_json())
 
 
 @pytest.mark.parametrize(
@@ -71,7 +78,8 @@ def test_env_merge_and_binary_value(rootfs: Path) -> None:
 
 def test_image_user_name_resolves_with_groups(rootfs: Path) -> None:
     user = spec_of(cfg(), rootfs)["process"]["user"]
-    assert (user["uid"], user["gid"], user["additionalGids"]) == (1000, 1001, [10, 29])
+    # The primary gid leads the process's groups, as containerd and CRI-O set them.
+    assert (user["uid"], user["gid"], user["additionalGids"]) == (1000, 1001, [1001, 10, 29])
 
 
 def test_run_as_user_and_group_override(rootfs: Path) -> None:
@@ -80,9 +88,18 @@ def test_run_as_user_and_group_override(rootfs: Path) -> None:
     c.linux.security_context.run_as_group.value = 5
     c.linux.security_context.supplemental_groups.extend([77])
     user = spec_of(c, rootfs)["process"]["user"]
-    assert (user["uid"], user["gid"], user["additionalGids"]) == (1000, 5, [10, 29, 77])
+    assert (user["uid"], user["gid"], user["additionalGids"]) == (1000, 5, [5, 10, 29, 77])
     c.linux.security_context.supplemental_groups_policy = pb.Strict
-    assert spec_of(c, rootfs)["process"]["user"]["additionalGids"] == [77]
+    assert spec_of(c, rootfs)["process"]["user"]["additionalGids"] == [5, 77]
+
+
+def test_run_as_group_without_user_is_invalid(rootfs: Path) -> None:
+    c = cfg()
+    c.linux.security_context.run_as_group.value = 1002
+    with pytest.raises(InvalidArgument, match="run_as_group 1002 is set without run_as_user"):
+        spec_of(c, rootfs)
+    c.linux.security_context.run_as_username = "app"
+    assert spec_of(c, rootfs)["process"]["user"]["gid"] == 1002
 
 
 def test_unknown_username_is_invalid(rootfs: Path) -> None:
@@ -145,6 +162,52 @@ def test_privileged(rootfs: Path) -> None:
     s = spec_of(c, rootfs)
     assert "CAP_SYS_ADMIN" in s["process"]["capabilities"]["bounding"]
     assert "maskedPaths" not in s["linux"] and "seccomp" not in s["linux"]
+
+
+def test_all_capabilities_are_what_the_daemon_holds(rootfs: Path) -> None:
+    c = cfg()
+    c.linux.security_context.privileged = True
+    caps = spec_of(c, rootfs, limits=LIMITED)["process"]["capabilities"]
+    assert caps["bounding"] == caps["effective"] == caps["permitted"] == list(LIMITED.capabilities)
+    c = cfg()
+    c.linux.security_context.capabilities.add_capabilities.append("ALL")
+    c.linux.security_context.capabilities.drop_capabilities.append("KILL")
+    assert spec_of(c, rootfs, limits=LIMITED)["process"]["capabilities"]["effective"] == [
+        "CAP_CHOWN", "CAP_SYS_ADMIN", "CAP_NET_ADMIN"]
+
+
+def test_limits_read_from_proc_status() -> None:
+    status = "Name:\tx\nCapEff:\t000001fffeffffff\nCapBnd:\t000001fffeffffff\n"
+    limits = limits_from(status, -500)
+    assert "CAP_SYS_RESOURCE" not in limits.capabilities and "CAP_SYS_ADMIN" in limits.capabilities
+    assert len(limits.capabilities) == 40 and limits.min_oom_score_adj == -500
+    assert limits.clamp_oom_score_adj(-997) == -500 and limits.clamp_oom_score_adj(1000) == 1000
+    full = limits_from("CapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\n", 0)
+    assert full.min_oom_score_adj == -1000 and len(full.capabilities) == 41
+
+
+def test_oom_score_adj_is_clamped_to_what_the_daemon_may_set(rootfs: Path) -> None:
+    c = cfg()
+    c.linux.resources.oom_score_adj = -997  # a Guaranteed pod
+    assert spec_of(c, rootfs, limits=LIMITED)["process"]["oomScoreAdj"] == 0
+    assert spec_of(c, rootfs)["process"]["oomScoreAdj"] == -997
+
+
+def test_recursive_read_only_mounts(rootfs: Path, tmp_path: Path) -> None:
+    c = cfg()
+    c.mounts.append(pb.Mount(container_path="/data", host_path=str(tmp_path), readonly=True,
+                             recursive_read_only=True))
+    mounts = {m["destination"]: m for m in spec_of(c, rootfs, recursive_read_only=True)["mounts"]}
+    assert mounts["/data"]["options"] == ["rbind", "rprivate", "ro", "rro"]
+    with pytest.raises(InvalidArgument, match="'/data': recursive_read_only is not supported"):
+        spec_of(c, rootfs, recursive_read_only=False)
+    c.mounts[0].propagation = pb.PROPAGATION_BIDIRECTIONAL
+    with pytest.raises(InvalidArgument, match="needs private propagation, not PROPAGATION_BIDIRECTIONAL"):
+        spec_of(c, rootfs, recursive_read_only=True)
+    c.mounts[0].propagation = pb.PROPAGATION_PRIVATE
+    c.mounts[0].readonly = False
+    with pytest.raises(InvalidArgument, match="recursive_read_only needs readonly"):
+        spec_of(c, rootfs, recursive_read_only=True)
 
 
 def test_seccomp_runtime_default_and_localhost(rootfs: Path, tmp_path: Path) -> None:
