@@ -26,6 +26,22 @@ class Usage:
     rss: int | None = None
     page_faults: int | None = None
     major_page_faults: int | None = None
+    memory_limit: int | None = None  # None: unlimited
+
+    @property
+    def available(self) -> int | None:
+        """Bytes left before the limit, as the kubelet's summary API reports them."""
+        if self.memory_limit is None or self.working_set is None:
+            return None
+        return max(self.memory_limit - self.working_set, 0)
+
+
+# Limits at or above this are "unlimited" (v1 reports a page-rounded LONG_MAX).
+UNLIMITED = 1 << 62
+
+
+def _limit(value: int | None) -> int | None:
+    return value if value is not None and value < UNLIMITED else None
 
 
 def _read_int(path: Path) -> int | None:
@@ -60,6 +76,7 @@ def read_usage(cgroups_path: str, root: Path = CGROUP_ROOT) -> Usage:
             memory_usage=usage,
             working_set=max(usage - inactive, 0) if usage is not None else None,
             rss=mem.get("anon"), page_faults=mem.get("pgfault"), major_page_faults=mem.get("pgmajfault"),
+            memory_limit=_limit(_read_int(d / "memory.max")),  # "max" reads as None
         )
     cpu_ns = _read_int(root / "cpuacct" / rel / "cpuacct.usage")
     if cpu_ns is None:
@@ -73,6 +90,7 @@ def read_usage(cgroups_path: str, root: Path = CGROUP_ROOT) -> Usage:
         working_set=max(usage - inactive, 0) if usage is not None else None,
         rss=mem.get("total_rss", mem.get("rss")), page_faults=mem.get("total_pgfault"),
         major_page_faults=mem.get("total_pgmajfault"),
+        memory_limit=_limit(_read_int(mdir / "memory.limit_in_bytes")),
     )
 
 

@@ -152,6 +152,8 @@ class ContainerManager:
         self._runtimes: dict[str, CLIRuntime] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="container-store")
+        # container id -> (time ns, cumulative CPU ns) of the last stats call, for usage_nano_cores.
+        self._cpu_samples: dict[str, tuple[int, int]] = {}
 
     # --- component lifecycle -------------------------------------------------
 
@@ -209,6 +211,14 @@ class ContainerManager:
             return self.get(container_id)
         except NotFound:
             return None
+
+    def cpu_rate(self, container_id: str, now: int, cpu_ns: int) -> int | None:
+        """CPU use in nanocores since the previous stats call (None on the first), like containerd."""
+        last = self._cpu_samples.get(container_id)
+        self._cpu_samples[container_id] = (now, cpu_ns)
+        if last is None or now <= last[0] or cpu_ns < last[1]:
+            return None
+        return (cpu_ns - last[1]) * 1_000_000_000 // (now - last[0])
 
     def _persist(self, c: Container) -> None:
         """Write the status off the event loop; one writer thread keeps writes in order."""
@@ -365,6 +375,7 @@ class ContainerManager:
             (self.exit_dir / meta.id).unlink()
         await asyncio.wrap_future(self._writer.submit(self.store.delete, meta.id))
         self.containers.pop(meta.id, None)
+        self._cpu_samples.pop(meta.id, None)
         key = self._name_key(meta)
         if self.names.get(key) == meta.id:
             del self.names[key]
@@ -713,8 +724,14 @@ def container_stats(m: ContainerManager, c: Container) -> pb.ContainerStats:
         if u.cpu_ns is not None:
             st.cpu.usage_core_nano_seconds.value = u.cpu_ns
         st.memory.timestamp = ts
+        if u.cpu_ns is not None:
+            nano_cores = m.cpu_rate(c.meta.id, ts, u.cpu_ns)
+            if nano_cores is not None:
+                st.cpu.usage_nano_cores.value = nano_cores
         if u.working_set is not None:
             st.memory.working_set_bytes.value = u.working_set
+        if u.available is not None:
+            st.memory.available_bytes.value = u.available
         if u.memory_usage is not None:
             st.memory.usage_bytes.value = u.memory_usage
         if u.rss is not None:

@@ -202,6 +202,10 @@ def test_update_reopen_stats_and_events(cri: DaemonProcess, tmp_path: Path, busy
     stats = cri.runtime.ContainerStats(pb.ContainerStatsRequest(container_id=cid)).stats
     assert stats.cpu.usage_core_nano_seconds.value > 0
     assert stats.memory.working_set_bytes.value > 0
+    assert stats.memory.available_bytes.value == (96 << 20) - stats.memory.working_set_bytes.value
+    time.sleep(0.3)  # the kubelet's CPU rate comes from two samples
+    again = cri.runtime.ContainerStats(pb.ContainerStatsRequest(container_id=cid)).stats
+    assert again.cpu.usage_nano_cores.value > 0 and again.cpu.timestamp > stats.cpu.timestamp
     assert stats.writable_layer.used_bytes.value >= 0 and stats.attributes.id == cid
     listed = cri.runtime.ListContainerStats(pb.ListContainerStatsRequest()).stats
     assert [s.attributes.id for s in listed] == [cid]
