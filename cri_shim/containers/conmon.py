@@ -4,7 +4,8 @@ conmon is started with a sync pipe (_OCI_SYNCPIPE): after the runtime's `create`
 it writes one JSON line, {"pid": N} on success or {"pid": -1, "message": "..."}
 on failure. conmon then double-forks, so it outlives us; it writes the CRI log,
 the exit code to <exit_dir>/<id> and, on an OOM kill, the file "oom" to the
-persist dir.
+persist dir. conmon joins its cgroup (conmon_cgroup.py) before it starts, so it and
+the runtime's `create` it runs are never accounted to the daemon.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cri_shim import cgroupfs
 from cri_shim.errors import DeadlineExceeded, Internal
 
 CREATE_TIMEOUT = 60.0
@@ -40,6 +42,8 @@ class ConmonArgs:
     stdin_once: bool = False
     terminal: bool = False
     runtime_args: tuple[str, ...] = ()
+    # cgroup.procs files conmon puts itself in before it starts (conmon_cgroup.prepare).
+    cgroup_procs: tuple[Path, ...] = ()
 
     def argv(self) -> list[str]:
         a = [
@@ -80,8 +84,8 @@ async def create(args: ConmonArgs) -> int:
     errlog = open(args.bundle / "conmon.log", "ab")
     try:
         proc = await asyncio.create_subprocess_exec(
-            *args.argv(), pass_fds=(w,), env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=errlog, stderr=errlog, start_new_session=True,
+            *cgroupfs.join_argv(args.cgroup_procs, args.argv()), pass_fds=(w,), env=env,
+            stdin=asyncio.subprocess.DEVNULL, stdout=errlog, stderr=errlog, start_new_session=True,
             # conmon drops an "oom" marker in its working directory as well as the persist dir.
             cwd=str(args.bundle),
         )
