@@ -2,7 +2,7 @@
 
 Order of RunPodSandbox, chosen so that a crash at any point is undone by recovery:
 record (state creating) -> pod dir and files -> pinned namespaces -> sysctls ->
-/dev/shm -> PID holder -> CNI ADD -> record (state ready).
+/dev/shm -> infra cgroup and process -> CNI ADD -> record (state ready).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import posixpath
 import secrets
 import shutil
 import time
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cri_shim import mounts
+from cri_shim import cgroup_paths, cgroupfs, mounts
 from cri_shim.atomic_file import write_atomic
 from cri_shim.config import Config
 from cri_shim.containers.manager import PodInfo
@@ -30,7 +31,7 @@ from cri_shim.id_lookup import by_id_or_prefix
 from cri_shim.network.cni import CNIError, CNINetwork, PodNetworkRequest, pod_ips
 from cri_shim.network.cni_config import NoNetworkConfig, load_default_network
 from cri_shim.runtime_handlers import HandlerRegistry
-from cri_shim.sandboxes import namespaces, pod_files
+from cri_shim.sandboxes import infra, namespaces, pod_files
 from cri_shim.sandboxes.store import CREATING, NOTREADY, READY, SandboxMeta, SandboxState, SandboxStore
 
 log = logging.getLogger("cri_shim.sandboxes")
@@ -67,6 +68,15 @@ class Sandbox:
     def shm_path(self) -> Path:
         return self.dir / "shm"
 
+    @property
+    def infra_pidfile(self) -> Path:
+        return self.dir / "infra.pid"
+
+    @property
+    def pod_cgroup(self) -> str:
+        """cgroupfs path of the pod's cgroup parent; empty for pods made before the infra process."""
+        return posixpath.dirname(self.meta.infra_cgroup) if self.meta.infra_cgroup else ""
+
 
 def now_ns() -> int:
     return time.time_ns()
@@ -100,10 +110,29 @@ class SandboxManager:
                 log.info("pod %s: cleaning up a half-created sandbox", sb.meta.id)
                 await self._teardown(sb)
                 await self._destroy(sb)
-            elif sb.status.state == READY and not all(mounts.is_mounted(p) for p in sb.pins().values()):
-                log.warning("pod %s: namespaces gone; marking not ready", sb.meta.id)
-                sb.status.state = NOTREADY
-                await asyncio.to_thread(self.store.put_status, sb.meta.id, sb.status)
+            elif sb.status.state == READY:
+                await self._recover_ready(sb)
+            elif sb.meta.infra_cgroup:
+                # A crash in the middle of StopPodSandbox may have left the infra process running.
+                with contextlib.suppress(Internal):
+                    await infra.stop(sb.infra_pidfile, sb.meta.infra_cgroup)
+
+    async def _recover_ready(self, sb: Sandbox) -> None:
+        """A ready pod stays ready while its pins and its infra process (the same one) live."""
+        gone = [kind for kind, p in sb.pins().items() if not mounts.is_mounted(p)]
+        rec = infra.find(sb.infra_pidfile) if sb.meta.infra_cgroup else None
+        if not gone and (rec is not None or not sb.meta.infra_cgroup):
+            if rec is not None:
+                sb.status.infra_pid, sb.status.infra_start = rec.pid, rec.start
+            return
+        # Like containerd when a pause container exits: the kubelet then recreates the pod.
+        why = f"namespaces {', '.join(gone)} gone" if gone else "infra process gone"
+        log.warning("pod %s: %s; marking not ready", sb.meta.id, why)
+        if sb.meta.infra_cgroup:
+            with contextlib.suppress(Internal):
+                await infra.stop(sb.infra_pidfile, sb.meta.infra_cgroup)
+        sb.status.state = NOTREADY
+        await asyncio.to_thread(self.store.put_status, sb.meta.id, sb.status)
 
     async def stop(self) -> None:
         self.store.close()
@@ -158,6 +187,9 @@ class SandboxManager:
             cgroup_parent=cfg.linux.cgroup_parent,
         )
         meta.dir = str(self.dir / meta.id)
+        # Decided once and recorded: a later change of cgroup_driver must not lose the cgroup.
+        meta.infra_cgroup = cgroup_paths.sandbox_cgroup(
+            self.config.cgroup_driver, meta.cgroup_parent, meta.id)
         key = self._name_key(meta)
         if key in self.names:
             raise AlreadyExists(
@@ -207,9 +239,18 @@ class SandboxManager:
             sb.shm_path.mkdir(mode=0o1777, exist_ok=True)
             mounts.mount("shm", sb.shm_path, "tmpfs", mounts.MS_NOSUID | mounts.MS_NODEV | mounts.MS_NOEXEC,
                          f"mode=1777,size={SHM_SIZE}", "the pod's /dev/shm")
-        if sb.meta.shared_pid and not sb.meta.host_pid:
-            sb.status.holder_pid = await namespaces.start_pid_holder(
-                self.config.pause_init, pins, d / "pidns-holder.pid")
+        # The infra process: a process in the pod's namespaces inside the pod's cgroup named
+        # after the sandbox id, and PID 1 of the pod's PID namespace when the pod shares one.
+        try:
+            procs = await asyncio.to_thread(cgroupfs.create, sb.meta.infra_cgroup)
+        except OSError as e:
+            raise Internal(f"pod {sb.meta.id}: creating cgroup {sb.meta.infra_cgroup}: {e}") from None
+        new_pidns = sb.meta.shared_pid and not sb.meta.host_pid
+        rec = await infra.start(self.config.pause_init, pins, new_pidns, procs, sb.infra_pidfile,
+                                d / "infra.log")
+        sb.status.infra_pid, sb.status.infra_start = rec.pid, rec.start
+        if new_pidns:
+            sb.status.holder_pid = rec.pid
         if network is not None:
             try:
                 result = await network.add(self._net_request(sb))
@@ -237,7 +278,14 @@ class SandboxManager:
                 pass
             except CNIError as e:
                 errors.append(str(e))
+        if sb.meta.infra_cgroup:
+            try:
+                await infra.stop(sb.infra_pidfile, sb.meta.infra_cgroup)
+            except Internal as e:
+                errors.append(str(e))
+        # The PID-namespace holder of pods made before the infra process existed.
         namespaces.stop_pid_holder(sb.dir / "pidns-holder.pid")
+        sb.status.infra_pid = sb.status.infra_start = sb.status.holder_pid = 0
         for path in sb.pins().values():
             try:
                 namespaces.unpin(path)
@@ -262,10 +310,13 @@ class SandboxManager:
     async def _destroy(self, sb: Sandbox) -> None:
         if sb.shm_path.exists():
             mounts.unmount(sb.shm_path)
+        if sb.meta.infra_cgroup:
+            for err in await asyncio.to_thread(cgroupfs.remove, sb.meta.infra_cgroup, None, 1.0):
+                log.warning("pod %s: infra cgroup not removed: %s", sb.meta.id, err)
         if not sb.meta.cgroup_parent:
             # Containers of a pod without a kubelet cgroup parent live under
             # /cri-shim/<pod id>; runtimes remove their own cgroup, we remove the parent.
-            _remove_cgroup_dirs(f"cri-shim/{sb.meta.id}")
+            await asyncio.to_thread(cgroupfs.remove, f"/cri-shim/{sb.meta.id}")
         await asyncio.to_thread(shutil.rmtree, sb.dir, True)
         await asyncio.to_thread(self.store.delete, sb.meta.id)
         self.sandboxes.pop(sb.meta.id, None)
@@ -307,9 +358,10 @@ class SandboxManager:
             with contextlib.suppress(OSError, ValueError):
                 result = json.loads((sb.dir / "cni-result.json").read_text())
             info["info"] = json.dumps({
-                "pid": sb.status.holder_pid, "state": sb.status.state, "runtimeHandler": sb.meta.handler,
-                "namespaces": {k: str(v) for k, v in sb.pins().items()}, "cniResult": result,
-                "cgroupParent": sb.meta.cgroup_parent, "dir": sb.meta.dir,
+                "pid": sb.status.infra_pid or sb.status.holder_pid, "state": sb.status.state,
+                "runtimeHandler": sb.meta.handler, "namespaces": {k: str(v) for k, v in sb.pins().items()},
+                "cniResult": result, "cgroupParent": sb.meta.cgroup_parent,
+                "infraCgroup": sb.meta.infra_cgroup, "dir": sb.meta.dir,
                 "config": json.loads(_to_json(cfg)),
             })
         return st, info
@@ -367,13 +419,6 @@ def _namespaced_sysctl(key: str, sb: Sandbox) -> bool:
     if key.startswith(("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")):
         return not sb.meta.host_ipc
     return False
-
-
-def _remove_cgroup_dirs(rel: str, root: Path = Path("/sys/fs/cgroup")) -> None:
-    candidates = [root / rel] + [d / rel for d in root.iterdir() if d.is_dir()] if root.exists() else []
-    for d in candidates:
-        with contextlib.suppress(OSError):
-            d.rmdir()
 
 
 def _to_json(msg: pb.PodSandboxConfig) -> str:

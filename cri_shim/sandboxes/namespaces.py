@@ -1,9 +1,9 @@
-"""Pinning a pod's namespaces to files, and the PID-namespace holder.
+"""Pinning a pod's namespaces to files.
 
 net, ipc and uts namespaces are created by util-linux `unshare` with --net=FILE
 style arguments, which bind-mount each new namespace onto FILE: the namespace then
 lives as long as the mount, with no process holding it, and survives a restart of
-cri-shim. A shared PID namespace needs a process: catatonit in pause mode.
+cri-shim. A shared PID namespace needs a process: the pod's infra process (infra.py).
 """
 
 from __future__ import annotations
@@ -73,50 +73,8 @@ async def sysctls_in(pins: dict[str, Path], values: dict[str, str]) -> None:
     await _run(*enter, "--", "/bin/sh", "-ec", "; ".join(writes), "sysctl", *args)
 
 
-async def start_pid_holder(pause: str, pins: dict[str, Path], pidfile: Path) -> int:
-    """Start catatonit in a new PID namespace (joined to the pod's others); return its pid.
-
-    `unshare --fork --kill-child` keeps the holder a grandchild we can find and makes it
-    die with its unshare parent, so killing one pid stops both.
-    """
-    enter = ["nsenter"] + [f"--{kind}={p}" for kind, p in pins.items()] if pins else []
-    proc = await asyncio.create_subprocess_exec(
-        *enter, "unshare", "--pid", "--fork", "--kill-child", pause, "-P",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
-    )
-    for _ in range(200):
-        child = _find_descendant(proc.pid, os.path.basename(pause))
-        if child:
-            pidfile.write_text(f"{proc.pid} {child}\n")
-            return child
-        if proc.returncode is not None:
-            break
-        await asyncio.sleep(0.01)
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
-    raise Internal(f"pid namespace holder {pause} did not start")
-
-
-def _find_descendant(pid: int, comm: str) -> int | None:
-    stack = [pid]
-    while stack:
-        p = stack.pop()
-        try:
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
-        for c in map(int, children):
-            try:
-                if Path(f"/proc/{c}/comm").read_text().strip() == comm[:15]:
-                    return c
-            except OSError:
-                continue
-            stack.append(c)
-    return None
-
-
 def stop_pid_holder(pidfile: Path) -> None:
+    """Stop the PID-namespace holder of a pod made before the infra process took that job."""
     try:
         pids = [int(x) for x in pidfile.read_text().split()]
     except (OSError, ValueError):
@@ -127,11 +85,3 @@ def stop_pid_holder(pidfile: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         pidfile.unlink()
 
-
-def holder_alive(pidfile: Path) -> int | None:
-    try:
-        pid = int(pidfile.read_text().split()[-1])
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError, IndexError):
-        return None

@@ -29,6 +29,9 @@ class SandboxMeta:
     host_pid: bool = False
     shared_pid: bool = False
     cgroup_parent: str = ""
+    # cgroupfs path of the infra process's cgroup (named after the sandbox id); its parent
+    # is the pod's cgroup. Empty for pods made before the infra process existed.
+    infra_cgroup: str = ""
 
 
 @dataclass
@@ -36,7 +39,11 @@ class SandboxState:
     state: str = CREATING
     ips: list[str] = field(default_factory=list)
     network_ready: bool = False
+    # PID 1 of the pod's PID namespace when the pod shares one (the infra process).
     holder_pid: int = 0
+    # The infra process and its start time (clock ticks), which tells it from a reused pid.
+    infra_pid: int = 0
+    infra_start: int = 0
 
 
 class SandboxStore(SqliteStore):
