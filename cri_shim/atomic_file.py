@@ -1,9 +1,24 @@
-"""Writing a file so a crash leaves either the old or the new content, never a mix."""
+"""Writing a file so a crash leaves either the old or the new content, never a mix.
+
+Also the modes of what the daemon keeps: its root and state directories and every file
+that holds configuration (container specs with env values, which is how Kubernetes
+Secrets often arrive; pod configs; CNI results) are for root only.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """Create path (and parents) if needed, and make it root-only even if it existed."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    os.chmod(path, PRIVATE_DIR)
+    return path
 
 
 def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:

@@ -21,6 +21,7 @@ from typing import Protocol
 
 import grpc
 
+from cri_shim.atomic_file import private_dir
 from cri_shim.config import Config
 from cri_shim.containers.manager import ContainerManager, ImageProvider, ResolvedImage
 from cri_shim.criapi import api_pb2 as pb
@@ -98,7 +99,7 @@ class Daemon:
     async def run(self) -> None:
         cfg = self.config
         for d in (cfg.state_dir, cfg.root_dir):
-            Path(d).mkdir(parents=True, exist_ok=True, mode=0o711)
+            private_dir(Path(d))  # what is below holds configuration: root only
         claim_socket(cfg.socket)
         await self.handlers.probe_features()
         for name in (h.name for h in self.handlers.missing()):

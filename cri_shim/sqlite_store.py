@@ -6,15 +6,24 @@ returns; the stores call it from worker threads as well as from the event loop.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
+from cri_shim.atomic_file import PRIVATE_FILE
+
 
 class SqliteStore:
     def __init__(self, path: Path, schema: list[str]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Created (or tightened) root-only before sqlite opens it: the records hold whole
+        # CRI configs, env values included. sqlite gives -wal and -shm the same mode.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, PRIVATE_FILE))
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if p.exists():
+                os.chmod(p, PRIVATE_FILE)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from cri_shim.atomic_file import write_atomic
+from cri_shim.atomic_file import PRIVATE_FILE, write_atomic
 from cri_shim.config import Config
 from cri_shim.containers import conmon, conmon_cgroup
 from cri_shim.containers.spec_gen import ImageContext, PodContext, build_spec
@@ -338,7 +338,7 @@ class ContainerManager:
             c.meta.uid = spec.process.user.uid
             c.meta.gid = spec.process.user.gid
             c.meta.supplemental_groups = list(spec.process.user.additional_gids or [])
-        await asyncio.to_thread(write_atomic, bundle / "config.json", spec.to_json(indent=1))
+        await asyncio.to_thread(write_atomic, bundle / "config.json", spec.to_json(indent=1), PRIVATE_FILE)
         if c.meta.log_path:
             Path(c.meta.log_path).parent.mkdir(parents=True, exist_ok=True)
         handler = self.handlers.get(c.meta.handler)

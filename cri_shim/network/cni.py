@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cri_shim.atomic_file import write_atomic
+from cri_shim.atomic_file import PRIVATE_FILE, write_atomic
 from cri_shim.network.cni_config import NetworkConfig, find_plugin
 
 PLUGIN_TIMEOUT = 60.0
@@ -177,7 +177,7 @@ class CNINetwork:
         assert result is not None
         await asyncio.to_thread(write_atomic, self._cache_path(req), json.dumps({
             "config": self.net.raw, "result": result, "portMappings": req.port_mappings,
-        }).encode())
+        }).encode(), PRIVATE_FILE)
         return result
 
     async def delete(self, req: PodNetworkRequest) -> None:
