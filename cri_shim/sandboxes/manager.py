@@ -31,7 +31,7 @@ from cri_shim.id_lookup import by_id_or_prefix
 from cri_shim.network.cni import CNIError, CNINetwork, PodNetworkRequest, pod_ips
 from cri_shim.network.cni_config import NoNetworkConfig, load_default_network
 from cri_shim.runtime_handlers import HandlerRegistry
-from cri_shim.sandboxes import infra, namespaces, pod_files
+from cri_shim.sandboxes import infra, namespaces, pod_files, pod_stats
 from cri_shim.sandboxes.store import CREATING, NOTREADY, READY, SandboxMeta, SandboxState, SandboxStore
 
 log = logging.getLogger("cri_shim.sandboxes")
@@ -96,6 +96,8 @@ class SandboxManager:
         # Set by the daemon: stop / remove every container of a pod.
         self.stop_containers: Callable[[str], Awaitable[None]] = _noop
         self.remove_containers: Callable[[str], Awaitable[None]] = _noop
+        # Previous CPU sample of each pod's cgroup, for PodSandboxStats' usage_nano_cores.
+        self.cpu_rates = pod_stats.CpuRates()
 
     # --- component --------------------------------------------------------------
 
@@ -313,6 +315,7 @@ class SandboxManager:
         if sb.meta.infra_cgroup:
             for err in await asyncio.to_thread(cgroupfs.remove, sb.meta.infra_cgroup, None, 1.0):
                 log.warning("pod %s: infra cgroup not removed: %s", sb.meta.id, err)
+            self.cpu_rates.forget(sb.pod_cgroup)
         if not sb.meta.cgroup_parent:
             # Containers of a pod without a kubelet cgroup parent live under
             # /cri-shim/<pod id>; runtimes remove their own cgroup, we remove the parent.

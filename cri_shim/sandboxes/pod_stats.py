@@ -1,4 +1,7 @@
-"""PodSandboxStats: the sum of the pod's containers plus the pod network's counters."""
+"""PodSandboxStats: the pod's cgroup (or the sum of its containers) and its network's counters.
+
+Everything here is read from /proc and cgroupfs without a subprocess: the kubelet polls.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,9 @@ import asyncio
 import time
 from pathlib import Path
 
+from cri_shim.containers.cgroup_stats import CGROUP_ROOT, read_usage
 from cri_shim.criapi import api_pb2 as pb
+from cri_shim.sandboxes import infra
 
 
 def parse_net_dev(text: str) -> dict[str, tuple[int, int, int, int]]:
@@ -20,8 +25,21 @@ def parse_net_dev(text: str) -> dict[str, tuple[int, int, int, int]]:
     return out
 
 
+def infra_net_dev(pid: int, start: int) -> str:
+    """/proc/net/dev as the infra process sees it (the pod's network namespace, or the host's
+    for a host-network pod); empty when that process is gone."""
+    if pid <= 0:
+        return ""
+    try:
+        text = Path(f"/proc/{pid}/net/dev").read_text()
+    except OSError:
+        return ""
+    # Checked after reading: if the pid is that very process now, it was during the read.
+    return text if infra.is_running(pid, start) else ""
+
+
 async def read_net_dev(netns: str, pids: list[int]) -> str:
-    """A process inside the pod's netns gives its /proc/<pid>/net/dev; else enter the pin."""
+    """For pods without an infra process: a container's /proc/<pid>/net/dev, else enter the pin."""
     for pid in pids:
         try:
             return Path(f"/proc/{pid}/net/dev").read_text()
@@ -52,6 +70,45 @@ def network_usage(text: str, ts: int) -> pb.NetworkUsage | None:
         if name == "eth0":
             usage.default_interface.CopyFrom(iface)
     return usage
+
+
+class CpuRates:
+    """usage_nano_cores from the previous sample of each pod, like containerd (the kubelet's
+    summary API reports it; a cumulative counter alone is not a rate)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, int]] = {}
+
+    def rate(self, key: str, now: int, cpu_ns: int) -> int | None:
+        last = self._last.get(key)
+        self._last[key] = (now, cpu_ns)
+        if last is None or now <= last[0] or cpu_ns < last[1]:
+            return None
+        return (cpu_ns - last[1]) * 1_000_000_000 // (now - last[0])
+
+    def forget(self, key: str) -> None:
+        self._last.pop(key, None)
+
+
+def pod_cgroup_usage(cgroup: str, ts: int, rates: CpuRates | None = None, root: Path = CGROUP_ROOT
+                     ) -> tuple[pb.CpuUsage, pb.MemoryUsage] | None:
+    """CPU and memory of the pod's cgroup parent: containers, infra process and conmon alike."""
+    u = read_usage(cgroup, root)
+    if u.cpu_ns is None or u.memory_usage is None:
+        return None
+    cpu = pb.CpuUsage(timestamp=ts)
+    cpu.usage_core_nano_seconds.value = u.cpu_ns
+    nano_cores = rates.rate(cgroup, ts, u.cpu_ns) if rates is not None else None
+    if nano_cores is not None:
+        cpu.usage_nano_cores.value = nano_cores
+    mem = pb.MemoryUsage(timestamp=ts)
+    mem.usage_bytes.value = u.memory_usage
+    for target, value in ((mem.working_set_bytes, u.working_set), (mem.rss_bytes, u.rss),
+                          (mem.page_faults, u.page_faults), (mem.major_page_faults, u.major_page_faults),
+                          (mem.available_bytes, u.available)):
+        if value is not None:
+            target.value = value
+    return cpu, mem
 
 
 def sum_containers(stats: list[pb.ContainerStats], ts: int) -> tuple[pb.CpuUsage, pb.MemoryUsage]:

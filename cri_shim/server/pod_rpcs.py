@@ -68,6 +68,7 @@ class PodRPCs:
             yield event
 
     async def _pod_stats(self, pod_id: str) -> pb.PodSandboxStats:
+        from cri_shim.containers.cgroup_stats import read_process_count
         from cri_shim.containers.manager import container_stats
         from cri_shim.containers.store import RUNNING
         from cri_shim.sandboxes import pod_stats
@@ -79,21 +80,28 @@ class PodRPCs:
             id=sb.meta.id, metadata=cfg.metadata, labels=cfg.labels, annotations=cfg.annotations))
         containers = self.daemon.containers.pod_containers(sb.meta.id)
         cstats = [container_stats(self.daemon.containers, c) for c in containers]
-        out.linux.cpu.CopyFrom(pod_stats.sum_containers(cstats, ts)[0])
-        out.linux.memory.CopyFrom(pod_stats.sum_containers(cstats, ts)[1])
+        # The pod's cgroup also holds the infra process and conmon; pods made before the
+        # infra process existed fall back to their containers' sum.
+        usage = pod_stats.pod_cgroup_usage(sb.pod_cgroup, ts, self._pods.cpu_rates) if sb.pod_cgroup else None
+        cpu, memory = usage or pod_stats.sum_containers(cstats, ts)
+        out.linux.cpu.CopyFrom(cpu)
+        out.linux.memory.CopyFrom(memory)
         out.linux.containers.extend(cstats)
-        running = [c.status.pid for c in containers if c.status.state == RUNNING and c.status.pid]
-        from cri_shim.containers.cgroup_stats import read_process_count
-
         counts = [read_process_count(c.meta.cgroups_path) for c in containers
                   if c.status.state == RUNNING and c.meta.cgroups_path]
         out.linux.process.timestamp = ts
         out.linux.process.process_count.value = sum(n for n in counts if n)
+        text = pod_stats.infra_net_dev(sb.status.infra_pid, sb.status.infra_start)
         netns = str(sb.pins().get("net", ""))
-        if netns:
-            usage = pod_stats.network_usage(await pod_stats.read_net_dev(netns, running), ts)
-            if usage is not None:
-                out.linux.network.CopyFrom(usage)
+        if not text and netns:
+            # No infra process to read through: a running container sees the same namespace.
+            # Entering the pin costs a subprocess per poll, so only pods made before the infra
+            # process existed do that.
+            running = [c.status.pid for c in containers if c.status.state == RUNNING and c.status.pid]
+            text = await pod_stats.read_net_dev("" if sb.meta.infra_cgroup else netns, running)
+        network = pod_stats.network_usage(text, ts)
+        if network is not None:
+            out.linux.network.CopyFrom(network)
         return out
 
     async def PodSandboxStats(
