@@ -240,7 +240,7 @@ def summary(name, report, txt, seconds):
             print(f"    {line}")
         return
     passed = failed = own_skip = unselected = total = 0
-    failures, suite_errors = [], []
+    failures, suite_errors, skip_reasons = [], [], {}
     for suite in suites:
         total += suite.get("PreRunStats", {}).get("TotalSpecs", 0)
         for spec in suite.get("SpecReports") or []:
@@ -256,6 +256,8 @@ def summary(name, report, txt, seconds):
             elif state == "skipped":
                 if msg:
                     own_skip += 1
+                    reason = first_line(msg, 100)
+                    skip_reasons[reason] = skip_reasons.get(reason, 0) + 1
                 else:
                     unselected += 1
             elif state == "pending":
@@ -268,6 +270,8 @@ def summary(name, report, txt, seconds):
           f"({own_skip} skipped by the spec, {unselected} not selected) in {took}")
     for e in suite_errors:
         print(f"  suite node {e}")
+    for reason, n in sorted(skip_reasons.items(), key=lambda kv: -kv[1]):
+        print(f"  skipped x{n}: {reason}")
     for title, state, msg in sorted(failures):
         print(f"  FAILED {title}")
         print(f"      [{state}] {msg}")
@@ -367,20 +371,22 @@ if ! out=$("$CRI_SHIM" config --config "$CONF" 2>&1 >/dev/null); then
     fi
 fi
 
-# No registry lookup may leave the machine: whatever is not the mirror goes to a proxy
-# address where nothing listens, so it fails at once instead of resolving a real host.
+# No registry lookup of the daemon may leave the machine: whatever is not the mirror goes
+# to a proxy address where nothing listens, so it fails at once instead of resolving a
+# real host. Only the daemon gets these (critest itself must reach the pods directly).
 mirror_host=${MIRROR#*://}
 mirror_host=${mirror_host%%/*}
 mirror_host=${mirror_host%:*}
-export HTTPS_PROXY=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 ALL_PROXY=http://127.0.0.1:9
-export NO_PROXY=127.0.0.1,localhost,::1,$mirror_host
-export https_proxy=$HTTPS_PROXY http_proxy=$HTTP_PROXY all_proxy=$ALL_PROXY no_proxy=$NO_PROXY
+dead_proxy=http://127.0.0.1:9
+no_proxy_list=127.0.0.1,localhost,::1,$mirror_host
+DAEMON_ENV=(PATH="$ROOT/.venv/bin:$PATH" PYTHONUNBUFFERED=1
+    "HTTPS_PROXY=$dead_proxy" "HTTP_PROXY=$dead_proxy" "ALL_PROXY=$dead_proxy" "NO_PROXY=$no_proxy_list"
+    "https_proxy=$dead_proxy" "http_proxy=$dead_proxy" "all_proxy=$dead_proxy" "no_proxy=$no_proxy_list")
 
 # ---- daemon --------------------------------------------------------------------------
 say "results in $RESULTS"
 say "starting cri-shim on $SOCK (state $STATE, root $CRIROOT)"
-PATH=$ROOT/.venv/bin:$PATH PYTHONUNBUFFERED=1 \
-    "$CRI_SHIM" serve --config "$CONF" >"$DAEMON_LOG" 2>&1 </dev/null &
+env "${DAEMON_ENV[@]}" "$CRI_SHIM" serve --config "$CONF" >"$DAEMON_LOG" 2>&1 </dev/null &
 DAEMON_PID=$!
 if ! version=$("$PY" "$HELPER" ready "$SOCK" 60); then
     tail -n 20 "$DAEMON_LOG" >&2
@@ -392,6 +398,10 @@ say "daemon pid $DAEMON_PID: $version"
 ARGS=(--runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK"
     --ginkgo.no-color --ginkgo.flake-attempts 1 --ginkgo.timeout 40m)
 [ -n "$FOCUS" ] && ARGS+=(--ginkgo.focus "$FOCUS")
+
+# critest talks to pod IPs (10.88.x.y) over HTTP: a proxy from the caller's environment
+# would break the networking specs.
+unset HTTPS_PROXY HTTP_PROXY ALL_PROXY https_proxy http_proxy all_proxy
 
 SUMMARY=$RESULTS/summary.txt
 {
