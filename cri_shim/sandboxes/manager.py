@@ -74,8 +74,11 @@ class Sandbox:
 
     @property
     def pod_cgroup(self) -> str:
-        """cgroupfs path of the pod's cgroup parent; empty for pods made before the infra process."""
-        return posixpath.dirname(self.meta.infra_cgroup) if self.meta.infra_cgroup else ""
+        """cgroupfs path of the pod's own cgroup parent; empty for pods made before the infra
+        process, and for cgroup parent "/" (a kubelet without pod cgroups): the root cgroup is
+        the whole machine, not the pod."""
+        parent = posixpath.dirname(self.meta.infra_cgroup) if self.meta.infra_cgroup else ""
+        return "" if parent == "/" else parent
 
 
 def now_ns() -> int:

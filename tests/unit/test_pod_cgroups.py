@@ -275,3 +275,18 @@ def test_pod_cgroup_usage_on_v2(tmp_path: Path) -> None:
     rates.forget("/kubepods/pod1")
     assert rates.rate("/kubepods/pod1", 2 * 10**9, 7_500_000) is None
     assert pod_stats.pod_cgroup_usage("/kubepods/missing", 42, None, tmp_path) is None
+
+
+def test_pod_cgroup_of_a_sandbox() -> None:
+    from cri_shim.sandboxes.manager import Sandbox
+    from cri_shim.sandboxes.store import SandboxMeta, SandboxState
+
+    def sandbox(infra_cgroup: str) -> Sandbox:
+        meta = SandboxMeta(id=POD, name="n", namespace="ns", uid="u", attempt=0, config_hex="",
+                           handler="runc", dir="/run/p", created_at=0, infra_cgroup=infra_cgroup)
+        return Sandbox(meta, SandboxState())
+
+    assert sandbox(f"/kubepods/pod1/{POD}").pod_cgroup == "/kubepods/pod1"
+    assert sandbox(f"{SLICE_PATH}/cri-shim-{POD}.scope").pod_cgroup == SLICE_PATH
+    assert sandbox(f"/{POD}").pod_cgroup == ""  # parent "/": the machine, not the pod
+    assert sandbox("").pod_cgroup == ""  # made before the infra process
