@@ -220,9 +220,9 @@ class ContainerManager:
             return None
         return (cpu_ns - last[1]) * 1_000_000_000 // (now - last[0])
 
-    def _persist(self, c: Container) -> None:
+    def _persist(self, c: Container) -> concurrent.futures.Future[None]:
         """Write the status off the event loop; one writer thread keeps writes in order."""
-        self._writer.submit(self.store.put_status, c.meta.id, dataclasses.replace(c.status))
+        return self._writer.submit(self.store.put_status, c.meta.id, dataclasses.replace(c.status))
 
     def _check_exit(self, c: Container) -> bool:
         if c.status.state not in (CREATED, RUNNING):
@@ -396,7 +396,8 @@ class ContainerManager:
                 raise
             c.status.state = RUNNING
             c.status.started_at = started
-            self._persist(c)
+            # On disk before the reply: a crash right after must not bring it back as CREATED.
+            await asyncio.wrap_future(self._persist(c))
         self.publish(c.meta.id, pb.CONTAINER_STARTED_EVENT, c.meta.pod_id)
 
     async def stop_container(self, container_id: str, timeout: int) -> None:
@@ -534,8 +535,6 @@ class ContainerManager:
         self._check_exit(c)
         if c.status.state != RUNNING:
             raise FailedPrecondition(f"container {c.meta.id} is not running ({c.status.state})")
-        if not cmd:
-            raise InvalidArgument(f"exec in container {c.meta.id}: empty command")
         spec = json.loads((Path(c.meta.bundle) / "config.json").read_text())
         process = dict(spec["process"], args=cmd, terminal=False)
         process.pop("consoleSize", None)
