@@ -150,10 +150,13 @@ class CNINetwork:
         path = find_plugin(kind, self.bin_dirs)
         if path is None:
             raise CNIError(kind, command, 999, f"plugin not found in {':'.join(self.bin_dirs)}")
-        proc = await asyncio.create_subprocess_exec(
-            str(path), env=plugin_env(command, req, self.bin_dirs),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                str(path), env=plugin_env(command, req, self.bin_dirs),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+        except (OSError, ValueError) as e:  # not executable; a NUL byte in the environment
+            raise CNIError(kind, command, 999, f"cannot run {path}: {e}") from None
         try:
             out, err = await asyncio.wait_for(proc.communicate(plugin_stdin(net, plugin, req, prev)),
                                               PLUGIN_TIMEOUT)

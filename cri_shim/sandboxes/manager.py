@@ -113,8 +113,7 @@ class SandboxManager:
         for sb in list(self.sandboxes.values()):
             if sb.status.state == CREATING:
                 log.info("pod %s: cleaning up a half-created sandbox", sb.meta.id)
-                await self._teardown(sb)
-                await self._destroy(sb)
+                await self._undo_failed_create(sb)
             elif sb.status.state == READY:
                 await self._recover_ready(sb)
             elif sb.meta.infra_cgroup:
@@ -211,9 +210,7 @@ class SandboxManager:
             try:
                 await self._setup(sb, cfg, network)
             except BaseException:
-                with contextlib.suppress(Exception):
-                    await self._teardown(sb)
-                await self._destroy(sb)
+                await self._undo_failed_create(sb)
                 raise
         self.publish(meta.id, pb.CONTAINER_CREATED_EVENT)
         self.publish(meta.id, pb.CONTAINER_STARTED_EVENT)
@@ -222,7 +219,9 @@ class SandboxManager:
     async def _setup(self, sb: Sandbox, cfg: pb.PodSandboxConfig, network: CNINetwork | None) -> None:
         d = sb.dir
         d.mkdir(parents=True, mode=0o711)
-        hostname = cfg.hostname or (os.uname().nodename if sb.meta.host_network else sb.meta.name)
+        # Like containerd and CRI-O: no hostname from the kubelet means the node's (a pod
+        # name is not a hostname: it may be longer than 64 characters).
+        hostname = cfg.hostname or os.uname().nodename
         if len(hostname) > 64:
             raise InvalidArgument(f"hostname {hostname[:20]!r}... is longer than 64 characters")
         resolv = pod_files.resolv_conf(cfg.dns_config)
@@ -271,8 +270,30 @@ class SandboxManager:
 
     # --- Stop / Remove ---------------------------------------------------------------------
 
+    async def _undo_failed_create(self, sb: Sandbox) -> None:
+        """Release what a failed (or crashed) RunPodSandbox made; keep the record if anything stays.
+
+        The kept record (state creating, listed as not ready) is what lets RemovePodSandbox,
+        or the next start-up, try again: forgetting it would leak for good what it describes.
+        """
+        try:
+            await self._release(sb)
+        except Exception as e:  # noqa: BLE001 - logged, and the record stays for a retry
+            log.error("pod %s: clean-up incomplete, record kept for a retry: %s", sb.meta.id, e)
+
+    async def _release(self, sb: Sandbox) -> None:
+        """Teardown, then the pod's files and cgroups, then its record. When the teardown
+        fails, everything else is still released but the directory and record stay."""
+        try:
+            await self._teardown(sb)
+        except Exception:
+            await self._destroy(sb, forget=False)
+            raise
+        await self._destroy(sb)
+
     async def _teardown(self, sb: Sandbox) -> None:
-        """Release network and namespaces; each step tolerates having been done already."""
+        """Release network and namespaces; each step runs even when an earlier one failed,
+        and tolerates having been done already. Raises Internal naming what failed."""
         errors = []
         if not sb.meta.host_network:
             try:
@@ -281,21 +302,21 @@ class SandboxManager:
             except FailedPrecondition:
                 # No configuration any more: nothing we can run DEL with; drop the cache.
                 pass
-            except CNIError as e:
-                errors.append(str(e))
+            except Exception as e:  # noqa: BLE001 - a failed step must not skip the rest
+                errors.append(f"network: {e}")
         if sb.meta.infra_cgroup:
             try:
                 await infra.stop(sb.infra_pidfile, sb.meta.infra_cgroup)
-            except Internal as e:
-                errors.append(str(e))
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"infra process: {e}")
         # The PID-namespace holder of pods made before the infra process existed.
         namespaces.stop_pid_holder(sb.dir / "pidns-holder.pid")
         sb.status.infra_pid = sb.status.infra_start = sb.status.holder_pid = 0
         for path in sb.pins().values():
             try:
                 namespaces.unpin(path)
-            except Internal as e:
-                errors.append(str(e))
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"namespace pin: {e}")
         sb.status.network_ready = False
         if errors:
             raise Internal(f"pod {sb.meta.id}: teardown: {'; '.join(errors)}")
@@ -312,9 +333,14 @@ class SandboxManager:
                 await asyncio.to_thread(self.store.put_status, sb.meta.id, sb.status)
                 self.publish(sb.meta.id, pb.CONTAINER_STOPPED_EVENT)
 
-    async def _destroy(self, sb: Sandbox) -> None:
+    async def _destroy(self, sb: Sandbox, forget: bool = True) -> None:
+        """Remove the pod's mounts and cgroups, then (forget) its directory and record; the
+        record stays if /dev/shm cannot be unmounted (the directory could not go either)."""
         if sb.shm_path.exists():
-            mounts.unmount(sb.shm_path)
+            try:
+                mounts.unmount(sb.shm_path)
+            except Internal as e:
+                raise Internal(f"pod {sb.meta.id}: {e.message}") from None
         if sb.meta.infra_cgroup:
             for err in await asyncio.to_thread(cgroupfs.remove, sb.meta.infra_cgroup, None, 1.0):
                 log.warning("pod %s: infra cgroup not removed: %s", sb.meta.id, err)
@@ -323,6 +349,8 @@ class SandboxManager:
             # Containers of a pod without a kubelet cgroup parent live under
             # /cri-shim/<pod id>; runtimes remove their own cgroup, we remove the parent.
             await asyncio.to_thread(cgroupfs.remove, f"/cri-shim/{sb.meta.id}")
+        if not forget:
+            return
         await asyncio.to_thread(shutil.rmtree, sb.dir, True)
         await asyncio.to_thread(self.store.delete, sb.meta.id)
         self.sandboxes.pop(sb.meta.id, None)
@@ -337,11 +365,15 @@ class SandboxManager:
         await self.stop_containers(sb.meta.id)
         await self.remove_containers(sb.meta.id)
         async with sb.lock:
-            await self._teardown(sb)
-            if sb.status.state == READY:
-                sb.status.state = NOTREADY
-                self.publish(sb.meta.id, pb.CONTAINER_STOPPED_EVENT)
-            await self._destroy(sb)
+            if self.sandboxes.get(sb.meta.id) is not sb:
+                return  # a concurrent RemovePodSandbox got here first
+            was_ready = sb.status.state == READY
+            try:
+                await self._release(sb)
+            finally:
+                if was_ready:
+                    sb.status.state = NOTREADY
+                    self.publish(sb.meta.id, pb.CONTAINER_STOPPED_EVENT)
         self.publish(sb.meta.id, pb.CONTAINER_DELETED_EVENT)
 
     # --- queries ---------------------------------------------------------------------------
