@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cri_shim import validation
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.errors import InvalidArgument
 
@@ -22,6 +23,7 @@ class ContainerRPCs:
     async def CreateContainer(
         self, request: pb.CreateContainerRequest, context: object
     ) -> pb.CreateContainerResponse:
+        validation.create_container(request, self.daemon.config.cgroup_driver)
         cid = await self._containers.create(
             request.pod_sandbox_id, request.config,
             request.sandbox_config if request.HasField("sandbox_config") else None,
@@ -61,13 +63,13 @@ class ContainerRPCs:
         return pb.ContainerStatusResponse(status=status, info=info)
 
     async def ExecSync(self, request: pb.ExecSyncRequest, context: object) -> pb.ExecSyncResponse:
-        if request.timeout < 0:
-            raise InvalidArgument(f"ExecSync {request.container_id}: negative timeout {request.timeout}")
+        validation.exec_sync(request)
         return await self._containers.exec_sync(request.container_id, list(request.cmd), request.timeout)
 
     async def UpdateContainerResources(
         self, request: pb.UpdateContainerResourcesRequest, context: object
     ) -> pb.UpdateContainerResourcesResponse:
+        validation.update_container_resources(request)
         await self._containers.update_resources(request.container_id, request.linux)
         return pb.UpdateContainerResourcesResponse()
 

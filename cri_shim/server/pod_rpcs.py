@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from cri_shim import validation
 from cri_shim.criapi import api_pb2 as pb
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ class PodRPCs:
     async def RunPodSandbox(
         self, request: pb.RunPodSandboxRequest, context: object
     ) -> pb.RunPodSandboxResponse:
+        validation.run_pod_sandbox(request, self.daemon.config.cgroup_driver)
         pod_id = await self._pods.run(request.config, request.runtime_handler)
         return pb.RunPodSandboxResponse(pod_sandbox_id=pod_id)
 
@@ -57,6 +59,7 @@ class PodRPCs:
     async def UpdatePodSandboxResources(
         self, request: pb.UpdatePodSandboxResourcesRequest, context: object
     ) -> pb.UpdatePodSandboxResourcesResponse:
+        validation.update_pod_sandbox_resources(request)
         # The pod cgroup belongs to the kubelet (cgroupfs driver); we only check the pod exists.
         self._pods.get(request.pod_sandbox_id)
         return pb.UpdatePodSandboxResourcesResponse()
