@@ -1,7 +1,14 @@
 """Linux capabilities by name, applied in runc's order: bounding drop, then (after the uid
-change) capset of effective/permitted/inheritable, then ambient raise."""
+change) capset of effective/permitted/inheritable, then ambient raise.
+
+No process can grant a capability it does not hold: effective/permitted must come from the
+runtime's own permitted set, inheritable from its bounding set too. capset only says EPERM;
+the error names the capabilities it refused.
+"""
 
 from __future__ import annotations
+
+import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
@@ -46,6 +53,36 @@ def to_mask(names: list[str] | None, unknown: list[str] | None = None) -> int:
     return mask
 
 
+def held() -> tuple[int, int]:
+    """(permitted, bounding) masks of this process."""
+    prm = bnd = 0
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"CapPrm:"):
+                prm = int(line.split()[1], 16)
+            elif line.startswith(b"CapBnd:"):
+                bnd = int(line.split()[1], 16)
+    return prm, bnd
+
+
+def missing(caps: dict[str, Any], permitted: int, inheritable: int, last: int) -> list[str]:
+    """Requested capabilities (up to `last`, the kernel's) that capset would refuse: effective
+    and permitted ones outside `permitted`, inheritable ones outside `inheritable`."""
+    top = (1 << (last + 1)) - 1
+    want = (to_mask(caps.get("effective")) | to_mask(caps.get("permitted"))) & top & ~permitted
+    want |= to_mask(caps.get("inheritable")) & top & ~inheritable
+    return [NAMES[n] for n in range(min(last + 1, len(NAMES))) if want >> n & 1]
+
+
+def unavailable_message(names: list[str], bounding: int) -> str:
+    """runc's "unable to apply caps: operation not permitted", plus which ones and why."""
+    outside = all(not bounding >> NUMBERS[n] & 1 for n in names)
+    where = "the capability bounding set" if outside else "the permitted capabilities"
+    verb = "is" if len(names) == 1 else "are"
+    return f"unable to apply caps: {', '.join(names)} {verb} not in {where} of the runtime: " \
+           "operation not permitted"
+
+
 def drop_bounding(caps: dict[str, Any]) -> None:
     from . import syscalls as sc
     keep = to_mask(caps.get("bounding"))
@@ -58,7 +95,10 @@ def apply(caps: dict[str, Any]) -> None:
     from . import syscalls as sc
     top = (1 << (last_cap() + 1)) - 1
     eff, perm, inh = (to_mask(caps.get(k)) & top for k in ("effective", "permitted", "inheritable"))
-    sc.capset(eff, perm, inh)
+    try:
+        sc.capset(eff, perm, inh)
+    except OSError as e:
+        raise _explain(caps, eff, perm, e) from None
     sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
     amb = to_mask(caps.get("ambient")) & top
     for num in range(last_cap() + 1):
@@ -67,3 +107,21 @@ def apply(caps: dict[str, Any]) -> None:
                 sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE, num)
             except OSError:
                 pass  # not in permitted+inheritable: the kernel refuses, runc ignores it too
+
+
+def _explain(caps: dict[str, Any], eff: int, perm: int, e: OSError) -> Exception:
+    """capset only says EPERM; name the capabilities it refused."""
+    import errno
+
+    from .errors import PyruncError
+    if e.errno != errno.EPERM:
+        return PyruncError(f"unable to apply caps: {os.strerror(e.errno or 0).lower()}")
+    prm, bnd = held()
+    names = missing(caps, prm, prm & bnd, last_cap())
+    if names:
+        return PyruncError(unavailable_message(names, bnd))
+    extra = [NAMES[n] for n in range(len(NAMES)) if (eff & ~perm) >> n & 1]
+    if extra:
+        return PyruncError(f"unable to apply caps: effective {', '.join(extra)} not in the permitted list: "
+                           "operation not permitted")
+    return PyruncError("unable to apply caps: operation not permitted")

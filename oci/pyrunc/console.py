@@ -70,6 +70,8 @@ def proxy_until_exit(srv: socket.socket, pid: int, wait: object) -> int:
         pass
     _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
     conn.close()
+    if not fds:  # it died between connecting and sending the pty: its status tells the rest
+        return wait(pid)  # type: ignore[operator]
     master = fds[0]
     saved = None
     if os.isatty(0):

@@ -7,11 +7,14 @@ import os
 import time
 
 from . import state as st_mod
+from .child import run as run_child
 from .errors import NOT_EXIST, PyruncError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
     from typing import Any
+
+    from .sync import Channel
 
 _SIGKILL = 9  # not `import signal`: its enum set-up costs start-up time
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
@@ -109,6 +112,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
     made: list[str] = []
     init_pid = 0
     child = 0
+    parent: Channel | None = None
     try:
         cg = cgroups.resolve(linux.get("cgroupsPath") or "", cid)
         fifo = os.path.join(d, st_mod.FIFO)
@@ -125,15 +129,9 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
         # fork first: the child imports its modules on the other core while we set up cgroups
         child = os.fork()
         if child == 0:
-            parent.close()
-            from . import init
-            try:
-                init.stage1(cfg, ctx, kid)
-            except BaseException as e:  # noqa: BLE001
-                init._report(kid, e)
-                os._exit(1)
-            os._exit(0)
+            run_child(kid, lambda: _stage1(parent, cfg, ctx, kid))
         kid.close()
+        parent.watch(child)
         made = cgroups.create(cg)
         from .devices import cgroup_rules
         res = dict(linux.get("resources") or {})
@@ -144,12 +142,13 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
         while True:
             msg = parent.recv()
             if msg is None:
-                raise PyruncError("container init exited before it was ready")
+                raise PyruncError(_died(child, init_pid, cfg))
             if msg == "USERNS":
                 _write_maps(child, linux)
                 parent.tell("OK")
             elif msg.startswith("PID "):
                 init_pid = int(msg[4:])
+                parent.watch(init_pid)  # from now on the init is the one that must answer
                 os.waitpid(child, 0)
                 child = 0
                 if not early_join:
@@ -164,15 +163,21 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
                 raise PyruncError(msg[4:])
             elif msg == "READY":
                 break
-        parent.close()
         rec = {"id": cid, "pid": init_pid, "pid_start": st_mod.proc_start_time(init_pid), "bundle": bundle,
                "rootfs": rootfs, "created": _now(), "annotations": cfg.get("annotations") or {},
                "cgroups": cg, "config": cfg}
         st_mod.save(root, rec)
         if pid_file:
             st_mod.write_atomic(os.path.abspath(pid_file), str(init_pid).encode(), 0o644)
+        parent.tell("OK")  # recorded: the init may wait for `start` now
+        parent.close()
         return rec
-    except BaseException:
+    except BaseException as e:
+        # the child's own error explains ours: a step of the parent (moving the init into its
+        # cgroups, writing its id maps) fails with ESRCH when the init has just died of that error
+        child_err = parent.pending_error() if parent is not None and isinstance(e, Exception) else None
+        if parent is not None:
+            parent.close()
         for pid in (child, init_pid):
             if pid:
                 try:
@@ -180,7 +185,10 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
                 except ProcessLookupError:
                     pass
         if child:
-            os.waitpid(child, 0)
+            try:
+                os.waitpid(child, 0)
+            except ChildProcessError:  # _died reaped it to say how it ended
+                pass
         if init_pid:
             _wait_gone(init_pid, None, 5.0)
         if cg is not None:
@@ -194,7 +202,34 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
             except PyruncError:
                 pass
         _rmtree(d)
+        if child_err is not None:
+            raise PyruncError(child_err) from None
         raise
+
+
+def _stage1(parent: Channel, cfg: dict[str, Any], ctx: dict[str, Any], kid: Channel) -> None:
+    parent.close()
+    from . import init
+    init.stage1(cfg, ctx, kid)
+
+
+def _died(child: int, init_pid: int, cfg: dict[str, Any]) -> str:
+    """Why the channel ended without READY when no ERR line came: say who died and how."""
+    if init_pid:
+        msg = f"container init (pid {init_pid}) exited before it was ready"
+        if (cfg.get("linux") or {}).get("seccomp") and not (cfg.get("process") or {}).get("noNewPrivileges"):
+            # without no_new_privs the filter goes on before the ready report, as in runc, and a
+            # profile that denies write(2) silences the init's own error
+            msg += " (its seccomp profile, loaded before it reports, may deny the calls it needs)"
+        return msg
+    try:
+        _, status = os.waitpid(child, 0)
+    except ChildProcessError:
+        return "container set-up process exited before it was ready"
+    if os.WIFSIGNALED(status):
+        return f"container set-up process was killed by signal {os.WTERMSIG(status)} before it was ready"
+    code = os.waitstatus_to_exitcode(status)
+    return f"container set-up process exited with status {code} before it was ready"
 
 
 def _hook_state(cid: str, pid: int, bundle: str, cfg: dict[str, Any], status: str) -> dict[str, Any]:

@@ -6,12 +6,15 @@ import os
 import signal
 
 from . import state as st_mod
+from .child import run as run_child
 from .errors import PyruncError
 from .init import NS_FLAGS, NS_PROC
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
     from typing import Any
+
+    from .sync import Channel
 
 
 def build_process(rec: dict[str, Any], process_file: str | None, args: list[str], opts: dict[str, Any]
@@ -71,7 +74,6 @@ def _enter(pid: int, namespaces: list[dict[str, Any]]) -> None:
 
 def run(root: str, cid: str, proc: dict[str, Any], pid_file: str | None, detach: bool,
         console_socket: str | None) -> int:
-    from . import cgroups
     from .sync import pair
     rec = st_mod.load(root, cid)
     status = st_mod.status(root, rec)
@@ -85,39 +87,15 @@ def run(root: str, cid: str, proc: dict[str, Any], pid_file: str | None, detach:
             raise PyruncError("cannot allocate tty if runc will detach without setting console socket")
         from . import console
         proxy, console_socket = console.listen(os.path.join(root, cid, f"console-{os.getpid()}.sock"))
-    cfg = rec.get("config") or {}
-    linux = cfg.get("linux") or {}
     from . import syscalls as sc
     if not detach:
         sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)  # the exec'd process is re-parented to us: we wait
     parent, kid = pair()
     child = os.fork()
     if child == 0:
-        parent.close()
-        try:
-            cgroups.join(rec.get("cgroups") or {}, os.getpid())
-            sock = None
-            if console_socket:
-                from . import console
-                sock = console.connect(console_socket)
-            from . import process
-            scmp = process.preload(linux.get("seccomp"))
-            _enter(rec["pid"], linux.get("namespaces") or [])
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    _child(proc, scmp, sock)
-                except BaseException as e:  # noqa: BLE001
-                    from .init import _report
-                    _report(kid, e)
-                os._exit(127)
-            kid.send(f"PID {pid}")
-        except BaseException as e:  # noqa: BLE001
-            from .init import _report
-            _report(kid, e)
-            os._exit(1)
-        os._exit(0)
+        run_child(kid, lambda: _setup(parent, rec, proc, console_socket, kid))
     kid.close()
+    parent.watch(child)
     pid = 0
     err = None
     while True:
@@ -126,6 +104,7 @@ def run(root: str, cid: str, proc: dict[str, Any], pid_file: str | None, detach:
             break  # the process exec'd (our pipe is close-on-exec) or died
         if msg.startswith("PID "):
             pid = int(msg[4:])
+            parent.watch(pid)  # a copy of the pipe leaked anywhere must not keep us here
         elif msg.startswith("ERR "):
             err = msg[4:]
     os.waitpid(child, 0)
@@ -149,6 +128,27 @@ def run(root: str, cid: str, proc: dict[str, Any], pid_file: str | None, detach:
         from . import console
         return console.proxy_until_exit(proxy, pid, _wait_forwarding)
     return _wait_forwarding(pid)
+
+
+def _setup(parent: Channel, rec: dict[str, Any], proc: dict[str, Any], console_socket: str | None,
+           kid: Channel) -> None:
+    """The first child (under child.run): join the container's cgroups and namespaces, then
+    fork the process itself, which does the rest under child.run as well."""
+    from . import cgroups
+    parent.close()
+    linux = (rec.get("config") or {}).get("linux") or {}
+    cgroups.join(rec.get("cgroups") or {}, os.getpid())
+    sock = None
+    if console_socket:
+        from . import console
+        sock = console.connect(console_socket)
+    from . import process
+    scmp = process.preload(linux.get("seccomp"))
+    _enter(rec["pid"], linux.get("namespaces") or [])
+    pid = os.fork()
+    if pid == 0:
+        run_child(kid, lambda: _child(proc, scmp, sock))
+    kid.send(f"PID {pid}")
 
 
 def _reap(pid: int) -> None:
@@ -178,9 +178,11 @@ def _wait_forwarding(pid: int) -> int:
 
 def _child(proc: dict[str, Any], seccomp: Any, sock: int | None) -> None:
     from . import process
-    path, args, env = process.prepare(proc)
+    args, env = process.prepare(proc)
     if sock is not None:
         from . import console
         console.setup_pty(sock, int((proc.get("user") or {}).get("uid", 0)), proc.get("consoleSize"))
-    process.finish(proc, seccomp)
-    os.execve(path, args, env)
+    process.become(proc, seccomp)
+    path = process.lookup(args[0], env)
+    process.seal(proc, seccomp)
+    process.execve(path, args, env)

@@ -1,5 +1,12 @@
 """The container side of `create`: enter namespaces, fork the init (pid 1 of a new pid
-namespace), build the root filesystem, then wait on the exec fifo until `start`."""
+namespace), build the root filesystem, become the container user, then wait on the exec fifo
+until `start`.
+
+Both processes run under `child.run`: every failure before READY is an `ERR` line the parent
+turns into create's error. READY is sent only when all that is left is what runc also leaves
+until after `start` (startContainer hooks, a no_new_privs seccomp filter, execve), so a
+container that cannot become its user, get its capabilities or find its executable never
+looks created."""
 
 from __future__ import annotations
 
@@ -56,8 +63,9 @@ def enter_namespaces(namespaces: list[dict[str, Any]], chan: Channel | None) -> 
 
 
 def stage1(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
-    """Runs in the first child of `create`; forks the init and exits."""
+    """Runs in the first child of `create` (under child.run); forks the init and returns."""
     from . import cgroups, devices, mounts, process  # noqa: F401 - imported while the parent works
+    from .child import run
     process.preload(None)
     chan.expect_ok()  # cgroups exist and carry their limits
     if ctx.get("early_join"):
@@ -71,31 +79,8 @@ def stage1(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
                 f.write(f"{clock} {off.get('secs', 0)} {off.get('nanosecs', 0)}\n")
     pid = os.fork()
     if pid == 0:
-        try:
-            stage2(cfg, ctx, chan)
-        except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
-            _report(chan, e)
-            os._exit(1)
-        os._exit(0)
+        run(chan, lambda: stage2(cfg, ctx, chan), prefix="pyrunc init")
     chan.send(f"PID {pid}")
-    os._exit(0)
-
-
-def _report(chan: Channel, e: BaseException) -> None:
-    if isinstance(e, SystemExit):
-        return
-    if isinstance(e, PyruncError):
-        msg = str(e)
-    else:
-        tb = e.__traceback__
-        while tb and tb.tb_next:
-            tb = tb.tb_next
-        where = f" ({tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno})" if tb else ""
-        msg = f"{type(e).__name__}: {e}{where}"
-    try:
-        chan.send("ERR " + msg)
-    except OSError:
-        pass
 
 
 def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
@@ -156,27 +141,28 @@ def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
         sc.sethostname(cfg["hostname"])
     if cfg.get("domainname"):
         sc.setdomainname(cfg["domainname"])
-    path, args, env = process.prepare(proc)
+    args, env = process.prepare(proc)
     if sock is not None:
         from . import console
         console.setup_pty(sock, int((proc.get("user") or {}).get("uid", 0)), proc.get("consoleSize"))
     elif not proc.get("terminal"):
         os.setsid() if ctx.get("setsid") else None
+    process.become(proc, scmp)
+    path = process.lookup(args[0], env)
     chan.send("READY")
-    chan.close()
-    # the create/start split: block here until `start` opens the other end of the fifo
-    try:
-        wfd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
-        os.write(wfd, b"0")
-        os.close(wfd)
-        os.close(fifo)
-        if hooks.get("startContainer"):
-            run_hooks("startContainer", hooks["startContainer"], _state(ctx, "running"))
-        process.finish(proc, scmp)
-        os.execve(path, args, env)
-    except BaseException as e:  # noqa: BLE001 - after READY the only witness left is stderr
-        os.write(2, f"pyrunc init: {e}\n".encode())
-        os._exit(127)
+    # wait until create has recorded us: if it dies first, nobody would ever start or delete us
+    chan.expect_ok()
+    chan.close()  # from here on a failure goes to stderr (child.run): nobody reads the channel
+    # the create/start split: block here until `start` opens the other end of the fifo.
+    # Reopening our own O_PATH descriptor works as the container user too.
+    wfd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(wfd, b"0")
+    os.close(wfd)
+    os.close(fifo)
+    if hooks.get("startContainer"):
+        run_hooks("startContainer", hooks["startContainer"], _state(ctx, "running"))
+    process.seal(proc, scmp)
+    process.execve(path, args, env)
 
 
 def _state(ctx: dict[str, Any], status: str) -> dict[str, Any]:

@@ -1,9 +1,13 @@
-"""The last steps before execve, shared by the container init and `exec`: rlimits, cwd, umask,
-no_new_privs, seccomp, user and groups, capabilities, executable lookup."""
+"""The last steps before execve, shared by the container init and `exec`, in this order:
+`prepare` (rlimits, oom_score_adj, cwd, environment), `become` (umask, no_new_privs, seccomp,
+user and groups, capabilities), `lookup` of the executable as that user, then, for the init,
+report ready and wait for `start`, then `seal` (a no_new_privs seccomp filter) and `execve`.
+Everything up to `lookup` can fail while the parent still listens, as runc arranges it."""
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 
 from .errors import PyruncError
@@ -27,10 +31,15 @@ def env_dict(env: list[str] | None) -> dict[str, str]:
 
 
 def lookup(arg0: str, env: dict[str, str]) -> str:
+    """The executable, checked as the container user (call it after `become`), so that every
+    reason execve would refuse it is a create-time error, worded as runc words it."""
     if "/" in arg0:
-        if not os.access(arg0, os.X_OK):
-            raise PyruncError(f'exec: "{arg0}": stat {arg0}: no such file or directory'
-                              if not os.path.exists(arg0) else f'exec: "{arg0}": permission denied')
+        try:
+            st = os.stat(arg0)
+        except OSError as e:
+            raise PyruncError(f'exec: "{arg0}": stat {arg0}: {(e.strerror or "").lower()}') from None
+        if not stat.S_ISREG(st.st_mode) or not os.access(arg0, os.X_OK):
+            raise PyruncError(f'exec: "{arg0}": permission denied')
         return arg0
     for d in env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
         p = os.path.join(d or ".", arg0)
@@ -58,12 +67,17 @@ def _rl(v: int | None) -> int:
     return resource.RLIM_INFINITY if v is None or v < 0 or v >= 2**64 - 1 else v
 
 
-def prepare(proc: dict[str, Any]) -> tuple[str, list[str], dict[str, str]]:
-    """Privileged steps that must happen before waiting for start; returns the exec triple."""
+def prepare(proc: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """Steps that need the runtime's privileges: rlimits, oom_score_adj, cwd. Returns the
+    process's argv and environment."""
     set_rlimits(proc.get("rlimits"))
     if proc.get("oomScoreAdj") is not None:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(proc["oomScoreAdj"]))
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(proc["oomScoreAdj"]))
+        except OSError as e:  # lowering it needs CAP_SYS_RESOURCE, which a host may not grant
+            raise PyruncError(f"write /proc/self/oom_score_adj ({proc['oomScoreAdj']}): "
+                              f"{(e.strerror or '').lower()}") from None
     cwd = proc.get("cwd") or "/"
     try:
         os.chdir(cwd)
@@ -75,7 +89,7 @@ def prepare(proc: dict[str, Any]) -> tuple[str, list[str], dict[str, str]]:
     env = env_dict(proc.get("env"))
     if "HOME" not in env:  # as runc: the user's home from the container's passwd, else /
         env["HOME"] = home_of(int((proc.get("user") or {}).get("uid", 0)))
-    return lookup(args[0], env), args, env
+    return args, env
 
 
 def home_of(uid: int) -> str:
@@ -91,7 +105,7 @@ def home_of(uid: int) -> str:
 
 
 def preload(seccomp: dict[str, Any] | None) -> Callable[[], None] | None:
-    """Import and build everything `finish` needs while the host root is still visible:
+    """Import and build everything `become` and `seal` need while the host root is still visible:
     after pivot_root (or setns into the mount namespace) no module can be imported."""
     import resource  # noqa: F401
 
@@ -103,8 +117,10 @@ def preload(seccomp: dict[str, Any] | None) -> Callable[[], None] | None:
     return None
 
 
-def finish(proc: dict[str, Any], seccomp: Callable[[], None] | None) -> None:
-    """Drop privileges in runc's order. Nothing may fail silently after this but execve."""
+def become(proc: dict[str, Any], seccomp: Callable[[], None] | None) -> None:
+    """Drop privileges in runc's order: umask, no_new_privs, seccomp (when it still needs
+    CAP_SYS_ADMIN to load), bounding set, groups and ids, capabilities. Runs before the process
+    reports ready, so each refusal is a create-time error."""
     from . import caps as capmod
     from . import syscalls as sc
     user = proc.get("user") or {}
@@ -122,15 +138,37 @@ def finish(proc: dict[str, Any], seccomp: Callable[[], None] | None) -> None:
         capmod.drop_bounding(caps)
     sc.prctl(sc.PR_SET_KEEPCAPS, 1)
     uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
+    groups = [int(g) for g in user.get("additionalGids") or []]
     try:
-        os.setgroups([int(g) for g in user.get("additionalGids") or []])
-    except PermissionError:
-        if user.get("additionalGids"):
-            raise
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
+        os.setgroups(groups)
+    except PermissionError as e:  # setgroups is denied in a user namespace without a gid map
+        if groups:
+            raise PyruncError(f"unable to setup user: setgroups {groups}: {e.strerror}") from None
+    _set_id("gid", gid, os.setresgid)
+    _set_id("uid", uid, os.setresuid)
     sc.prctl(sc.PR_SET_KEEPCAPS, 0)
     if caps is not None:
         capmod.apply(caps)
-    if seccomp and nnp:
+
+
+def _set_id(kind: str, value: int, setter: Callable[[int, int, int], None]) -> None:
+    try:
+        setter(value, value, value)
+    except OSError as e:
+        import errno
+        why = "unmapped in the user namespace" if e.errno == errno.EINVAL else (e.strerror or "").lower()
+        raise PyruncError(f"unable to setup user: cannot set {kind} to {value}: {why}") from None
+
+
+def seal(proc: dict[str, Any], seccomp: Callable[[], None] | None) -> None:
+    """The last step before execve: with no_new_privs the filter needs no privilege, so it goes
+    on as late as possible and the runtime's own syscalls need not be in the profile."""
+    if seccomp and proc.get("noNewPrivileges"):
         seccomp()
+
+
+def execve(path: str, args: list[str], env: dict[str, str]) -> None:
+    try:
+        os.execve(path, args, env)
+    except OSError as e:
+        raise PyruncError(f"exec {path}: {(e.strerror or '').lower()}") from None
