@@ -2,8 +2,9 @@
 change) capset of effective/permitted/inheritable, then ambient raise.
 
 No process can grant a capability it does not hold: effective/permitted must come from the
-runtime's own permitted set, inheritable from its bounding set too. capset only says EPERM;
-the error names the capabilities it refused.
+runtime's own permitted set, inheritable from its bounding set too. `check_available` says so
+by name before anything is created (runc only learns it from capset's EPERM); a new user
+namespace starts with every capability again, so it is only asked without one.
 """
 
 from __future__ import annotations
@@ -81,6 +82,17 @@ def unavailable_message(names: list[str], bounding: int) -> str:
     verb = "is" if len(names) == 1 else "are"
     return f"unable to apply caps: {', '.join(names)} {verb} not in {where} of the runtime: " \
            "operation not permitted"
+
+
+def check_available(caps: dict[str, Any] | None) -> None:
+    """Fail before forking when the container asks for a capability we cannot give."""
+    if not caps:
+        return
+    prm, bnd = held()
+    names = missing(caps, prm, prm & bnd, last_cap())
+    if names:
+        from .errors import PyruncError
+        raise PyruncError(unavailable_message(names, bnd))
 
 
 def drop_bounding(caps: dict[str, Any]) -> None:

@@ -77,7 +77,22 @@ def validate(cfg: dict[str, Any], bundle: str) -> str:
     for r in proc.get("rlimits") or []:
         if r.get("type") not in process.RLIMITS:
             raise PyruncError(f"unknown rlimit type {r.get('type')!r}")
+    check_process(proc, linux)
     return rootfs
+
+
+def check_process(proc: dict[str, Any], linux: dict[str, Any]) -> None:
+    """What would make the child's privilege drop fail, said by name before anything exists.
+    The child still reports these itself (a joined user namespace is not checked here)."""
+    from . import idmap
+    if idmap.creates_user_namespace(linux):
+        err = idmap.unmapped_user(proc.get("user") or {}, linux.get("uidMappings") or [],
+                                  linux.get("gidMappings") or [])
+        if err:
+            raise PyruncError(err)
+    elif not idmap.has_user_namespace(linux):  # a user namespace grants every capability afresh
+        from . import caps
+        caps.check_available(proc.get("capabilities"))
 
 
 def _now() -> str:

@@ -74,6 +74,7 @@ def _enter(pid: int, namespaces: list[dict[str, Any]]) -> None:
 
 def run(root: str, cid: str, proc: dict[str, Any], pid_file: str | None, detach: bool,
         console_socket: str | None) -> int:
+    from .container import check_process
     from .sync import pair
     rec = st_mod.load(root, cid)
     status = st_mod.status(root, rec)
@@ -81,6 +82,8 @@ def run(root: str, cid: str, proc: dict[str, Any], pid_file: str | None, detach:
         raise PyruncError("cannot exec in a stopped container")
     if status == "paused":
         raise PyruncError("cannot exec in a paused container")
+    cfg = rec.get("config") or {}
+    check_process(proc, cfg.get("linux") or {})
     proxy = None
     if proc.get("terminal") and not console_socket:
         if detach:
