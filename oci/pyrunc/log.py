@@ -21,7 +21,9 @@ def _line(level: str, msg: str) -> str:
     if _json:
         import json
         return json.dumps({"level": level, "msg": msg, "time": now}) + "\n"
-    return f'time="{now}" level={level} msg="{msg}"\n'
+    # logrus quotes the value: a quote or newline inside must not end the field
+    quoted = msg.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'time="{now}" level={level} msg="{quoted}"\n'
 
 
 def _write(level: str, msg: str) -> None:
