@@ -46,7 +46,9 @@ class Channel:
             pass
 
     def watch(self, pid: int) -> None:
-        """Make recv() return None once `pid` has exited and left no complete message."""
+        """Make recv() return None once `pid` has exited and left no complete message.
+        Called right after the pid is learnt: it could only name another process if the one
+        it meant had died, been reaped by its new parent and the pid reused in between."""
         self._unwatch()
         self._watched = pid
         try:
