@@ -31,7 +31,8 @@ import urllib.request
 from dataclasses import dataclass
 
 APPLETS = ["sh", "ls", "cat", "echo", "sleep", "true", "false", "id", "ip", "wget", "httpd", "head", "tail",
-           "mkdir", "hostname", "env", "ps", "nc", "dd", "grep", "touch", "rm", "sync", "kill", "date"]
+           "mkdir", "hostname", "env", "ps", "nc", "dd", "grep", "touch", "rm", "sync", "kill", "date",
+           "mount", "umount"]
 GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

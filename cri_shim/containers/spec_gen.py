@@ -97,9 +97,7 @@ def _env(cfg: pb.ContainerConfig, image: ImageContext, pod: PodContext) -> list[
     for item in image.config.get("Env") or []:
         k, _, v = item.partition("=")
         env[k] = v
-    for kv in cfg.envs:
-        if not kv.key:
-            raise InvalidArgument(f"container {cfg.metadata.name!r}: an environment variable has no name")
+    for kv in cfg.envs:  # names and values checked by cri_shim.validation
         env[kv.key] = kv.value.decode("utf-8", "surrogateescape")
     if "PATH" not in env:
         env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -135,6 +133,8 @@ def _user(cfg: pb.ContainerConfig, image: ImageContext, rootfs: Path) -> tuple[i
 
 
 def _seccomp(sc: pb.LinuxContainerSecurityContext, caps: list[str], privileged: bool):
+    if privileged:
+        return None  # privileged means unconfined, whatever profile is named (as containerd)
     profile = sc.seccomp if sc.HasField("seccomp") else None
     if profile is None and sc.seccomp_profile_path:
         legacy = sc.seccomp_profile_path
@@ -155,8 +155,6 @@ def _seccomp(sc: pb.LinuxContainerSecurityContext, caps: list[str], privileged: 
         return None
     if profile.profile_type == pb.SecurityProfile.Localhost:
         return seccomp_profiles.load_localhost(profile.localhost_ref)
-    if privileged:
-        return None
     return seccomp_profiles.runtime_default(caps)
 
 
@@ -276,10 +274,8 @@ def build_spec(
     if pod.shm_path:
         b.bind_mount(pod.shm_path, "/dev/shm")
     for m in cfg.mounts:
-        if not m.container_path or not os.path.isabs(m.container_path):
-            raise InvalidArgument(f"mount container_path {m.container_path!r} must be an absolute path")
-        if not m.host_path or not os.path.isabs(m.host_path):
-            raise InvalidArgument(f"mount host_path {m.host_path!r} must be an absolute path")
+        # Absolute paths are checked by cri_shim.validation; whether the source exists is
+        # a fact of the moment of creation.
         if not os.path.exists(m.host_path):
             raise InvalidArgument(f"mount host_path {m.host_path} does not exist")
         if m.recursive_read_only:
@@ -287,12 +283,17 @@ def build_spec(
         b.bind_mount(m.host_path, m.container_path, readonly=m.readonly,
                      propagation=PROPAGATION.get(m.propagation, "rprivate"),
                      recursive_readonly=m.recursive_read_only)
+    # A mount can only propagate as far as the root it sits in does (as containerd sets it):
+    # back to the host needs a shared root, from the host at least a slave one.
+    kinds = {m.propagation for m in cfg.mounts}
+    if pb.PROPAGATION_BIDIRECTIONAL in kinds:
+        b.rootfs_propagation("rshared")
+    elif pb.PROPAGATION_HOST_TO_CONTAINER in kinds:
+        b.rootfs_propagation("rslave")
 
     for dev in cfg.devices:
         kind, major, minor, mode = _device(dev)
-        perms = dev.permissions or "rwm"
-        if any(c not in "rwm" for c in perms):
-            raise InvalidArgument(f"device {dev.host_path!r}: permissions {perms!r} are not within 'rwm'")
+        perms = dev.permissions or "rwm"  # within "rwm": cri_shim.validation
         b.add_device(dev.container_path or dev.host_path, kind, major, minor, file_mode=mode, access=perms)
 
     r = linux.resources

@@ -243,3 +243,58 @@ def test_recursive_read_only_mounts(cri: DaemonProcess, tmp_path: Path, busybox_
         assert r.exit_code != 0 and b"Read-only file system" in r.stderr
     names = {c.metadata.name for c in cri.runtime.ListContainers(pb.ListContainersRequest()).containers}
     assert not any(n.startswith("bad") for n in names)
+
+
+@pytest.mark.parametrize("handler", BACKENDS)
+def test_privileged_ignores_seccomp(cri: DaemonProcess, tmp_path: Path, busybox_image: str,
+                                    handler: str) -> None:
+    profile = tmp_path / "no-sethostname.json"
+    profile.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": '
+                       '[{"names": ["sethostname"], "action": "SCMP_ACT_ERRNO"}]}')
+    pod = Pod(cri, f"priv-seccomp-{handler}", handler, tmp_path / "logs", busybox_image)
+    cfg = pod.container_config("c", ["sleep", "600"])
+    sc = cfg.linux.security_context
+    sc.privileged = True
+    sc.seccomp.profile_type = pb.SecurityProfile.Localhost
+    sc.seccomp.localhost_ref = str(profile)
+    cid = cri.runtime.CreateContainer(pb.CreateContainerRequest(
+        pod_sandbox_id=pod.id, config=cfg, sandbox_config=pod.config)).container_id
+    cri.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
+    r = pod.exec(cid, ["hostname", "renamed"])
+    assert r.exit_code == 0, r.stderr
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory bind-mounted onto itself and made rshared, as the kubelet's volumes are."""
+    d = Path(tempfile.mkdtemp(prefix="cri-shim-prop-"))
+    (d / "mnt").mkdir()
+    libc = ctypes.CDLL(None, use_errno=True)
+    src = str(d / "mnt").encode()
+    assert libc.mount(src, src, b"bind", 0x1000 | 0x4000, None) == 0  # MS_BIND | MS_REC
+    assert libc.mount(b"", src, b"", 0x100000 | 0x4000, None) == 0  # MS_SHARED | MS_REC
+    yield d / "mnt"
+    for m in reversed([line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                       if line.split()[4].startswith(str(d))]):
+        libc.umount2(m.encode(), 2)
+    import shutil
+
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("handler", BACKENDS)
+def test_bidirectional_propagation_reaches_the_host(cri: DaemonProcess, tmp_path: Path, busybox_image: str,
+                                                    handler: str, shared_dir: Path) -> None:
+    pod = Pod(cri, f"prop-{handler}", handler, tmp_path / "logs", busybox_image)
+    cfg = pod.container_config("c", ["sleep", "600"])
+    cfg.linux.security_context.privileged = True
+    cfg.mounts.append(pb.Mount(container_path=str(shared_dir), host_path=str(shared_dir),
+                               propagation=pb.PROPAGATION_BIDIRECTIONAL))
+    cid = cri.runtime.CreateContainer(pb.CreateContainerRequest(
+        pod_sandbox_id=pod.id, config=cfg, sandbox_config=pod.config)).container_id
+    cri.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
+    inner = shared_dir / "from-container"
+    r = pod.exec(cid, ["sh", "-c", f"mkdir -p {inner} && mount --bind /etc {inner}"])
+    assert r.exit_code == 0, r.stderr
+    assert (inner / "passwd").exists()  # the container's mount shows on the host
+    cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
