@@ -15,13 +15,13 @@ import os
 import shutil
 import signal as _signal
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from oci.cli_errors import make_error, parse_log
 from oci.errors import RuntimeFailure, RuntimeTimeout
-from oci.runtime import OCIRuntime, State, Stdio, StdioTarget, StrPath
+from oci.runtime import CommandLineRuntime, State, Stdio, StdioTarget, StrPath
 from oci.spec import Process, Resources
 
 
@@ -33,7 +33,7 @@ class CommandResult:
     log: str
 
 
-class CLIRuntime(OCIRuntime):
+class CLIRuntime(CommandLineRuntime):
     """Drive ``binary`` with ``--root root``; ``name`` labels errors (defaults to the binary's name).
 
     ``log_dir`` holds the per-call log and process/resources files (default ``<root>.cli``).
@@ -61,15 +61,19 @@ class CLIRuntime(OCIRuntime):
     def runtime_args(self) -> list[str]:
         """Global options that select this handler's state, for a monitor that runs the runtime
         itself (conmon: one ``--runtime-arg`` each)."""
-        args = ["--root", self.root]
+        # One word each: conmon passes every --runtime-arg through as one argument.
+        args = [f"--root={self.root}"]
         if self.systemd_cgroup:
             args.append("--systemd-cgroup")
         return args + self.global_args
 
     # --- plumbing ---
 
-    def _argv(self, log_file: str, args: Sequence[str]) -> list[str]:
-        argv = [self.binary, "--root", self.root, "--log", log_file, "--log-format", "json"]
+    def _argv(self, log_file: str | None, args: Sequence[str]) -> list[str]:
+        """The one place a command line of this runtime is put together."""
+        argv = [self.binary, "--root", self.root]
+        if log_file is not None:
+            argv += ["--log", log_file, "--log-format", "json"]
         if self.systemd_cgroup:
             argv.append("--systemd-cgroup")
         return argv + self.global_args + list(args)
@@ -105,11 +109,11 @@ class CLIRuntime(OCIRuntime):
             try:
                 out, err = await asyncio.wait_for(proc.communicate(), timeout or self.timeout)
             except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
                 raise RuntimeTimeout(f"{self.name} {command} timed out after {timeout or self.timeout}s",
                                      runtime=self.name, command=command, container_id=container_id) from None
+            finally:
+                # Timed out, or the caller was cancelled: leave no runtime command behind.
+                await _reap(proc)
             assert proc.returncode is not None
             with open(log_file, errors="replace") as f:
                 log = f.read()
@@ -193,6 +197,23 @@ class CLIRuntime(OCIRuntime):
                                  log_text=result.log, container_id=container_id, root=self.root)
             return result.exit_code
 
+    @contextlib.asynccontextmanager
+    async def exec_piped(self, container_id: str, process: Process, *,
+                         pid_file: StrPath) -> AsyncIterator[asyncio.subprocess.Process]:
+        # No --log: the runtime's own complaint (no such executable, say) then reaches the
+        # caller on stderr, as the exec'd process's would, which is where ExecSync reports it.
+        with contextlib.ExitStack() as stack:
+            process_file = self._json_file("process-", process.to_dict(), stack)
+            argv = self._argv(None, ["exec", "--process", process_file,
+                                     "--pid-file", os.path.abspath(os.fspath(pid_file)), container_id])
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=self.env)
+            try:
+                yield proc
+            finally:
+                await _reap(proc)
+
     async def update(self, container_id: str, resources: Resources) -> None:
         with contextlib.ExitStack() as stack:
             path = self._json_file("resources-", resources.to_dict(), stack)
@@ -215,6 +236,13 @@ class CLIRuntime(OCIRuntime):
     async def version(self) -> str:
         result = await self.invoke("--version", [])
         return result.stdout.strip()
+
+
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
 
 
 def _open(target: StdioTarget, flags: int, stack: contextlib.ExitStack) -> int:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
 import os
 import signal as _signal
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,3 +107,22 @@ class OCIRuntime(abc.ABC):
     @abc.abstractmethod
     async def features(self) -> dict[str, Any]:
         """The runtime's `features` document (runtime-spec features.md)."""
+
+
+class CommandLineRuntime(OCIRuntime):
+    """A backend that is a runc-compatible command. A monitor (conmon) runs its `create` itself,
+    so it needs the binary and the global options that select this backend's state; and a
+    caller that streams an exec's output needs the runtime's process, not just an exit code."""
+
+    binary: str
+
+    @abc.abstractmethod
+    def runtime_args(self) -> list[str]:
+        """Global options, before the verb, of every command of this backend."""
+
+    @abc.abstractmethod
+    def exec_piped(self, container_id: str, process: Process, *,
+                   pid_file: StrPath) -> AbstractAsyncContextManager[asyncio.subprocess.Process]:
+        """Run ``exec`` in the foreground with stdout and stderr piped to the caller, which reads
+        them while it runs and may kill it; the exec'd process's pid goes to ``pid_file``.
+        Leaving the context kills the runtime's process if it is still running."""

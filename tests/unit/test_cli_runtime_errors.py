@@ -213,7 +213,61 @@ def test_exec_exit_code_versus_runtime_failure(fake: tuple[CLIRuntime, Path]) ->
 
 def test_runtime_args_for_a_monitor(tmp_path: Path) -> None:
     rt = CLIRuntime(sys.executable, tmp_path / "r", systemd_cgroup=True, global_args=["--debug"])
-    assert rt.runtime_args() == ["--root", str(tmp_path / "r"), "--systemd-cgroup", "--debug"]
+    assert rt.runtime_args() == [f"--root={tmp_path / 'r'}", "--systemd-cgroup", "--debug"]
+
+
+def test_exec_piped_streams_and_reaps(fake: tuple[CLIRuntime, Path], tmp_path: Path) -> None:
+    rt, record = fake
+
+    async def scenario() -> int:
+        async with rt.exec_piped("c1", Process(args=["exit", "3"]), pid_file=tmp_path / "pid") as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            return await proc.wait()
+
+    assert asyncio.run(scenario()) == 3
+    call = _calls(record)[0]
+    # no --log: the runtime's own error goes to the caller's stderr
+    assert call["opts"] == {"--root": str(tmp_path / "root")}
+    assert call["cmd"] == "exec" and call["args"][-3:] == ["--pid-file", str(tmp_path / "pid"), "c1"]
+    assert os.listdir(rt.log_dir) == []  # the process file is gone
+
+
+RECORDER = textwrap.dedent("""\
+    #!{python}
+    import json, os, sys
+    with open(os.environ["FAKE_RECORD"], "a") as rec:
+        rec.write(json.dumps(sys.argv[1:]) + "\\n")
+    if "features" in sys.argv:
+        print("{{}}")
+""")
+
+
+def test_systemd_cgroup_reaches_every_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "recorder"
+    script.write_text(RECORDER.format(python=sys.executable))
+    script.chmod(0o755)
+    record = tmp_path / "record.jsonl"
+    monkeypatch.setenv("FAKE_RECORD", str(record))
+    rt = CLIRuntime(str(script), tmp_path / "root", systemd_cgroup=True, global_args=["--debug"])
+
+    async def scenario() -> None:
+        await rt.create("c1", tmp_path / "b")
+        await rt.start("c1")
+        await rt.kill("c1", 15)
+        await rt.features()
+        await rt.exec("c1", Process(args=["true"]))
+        async with rt.exec_piped("c1", Process(args=["true"]), pid_file=tmp_path / "pid") as proc:
+            await proc.wait()
+        await rt.delete("c1")
+
+    asyncio.run(scenario())
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    assert len(calls) == 7
+    for argv in calls:
+        verb = next(a for a in argv if a in ("create", "start", "kill", "features", "exec", "delete"))
+        globals_ = argv[:argv.index(verb)]
+        assert globals_[:2] == ["--root", str(tmp_path / "root")]
+        assert globals_[-2:] == ["--systemd-cgroup", "--debug"]
 
 
 def test_missing_binary() -> None:
