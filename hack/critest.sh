@@ -24,8 +24,9 @@
 # gcr.io/k8s-staging-cri-tools/...); if it does not answer and the critest harness's
 # mirror.sh is beside the checkout (../shared/critest), it is started.
 #
-# The daemon gets a temporary socket, state_dir and root_dir, and the host's CNI
-# network (/etc/cni/net.d, override with CNI_CONF_DIR). The script refuses to start
+# The daemon gets a temporary socket, state_dir and root_dir, and a CNI network of its
+# own like the containerd baseline's (bridge crishimct0, 10.89.0.0/16, no masquerade;
+# CNI_CONF_DIR=DIR uses DIR's instead, e.g. /etc/cni/net.d). The script refuses to start
 # when another runtime's pods sit on that network's bridge or its subnet is routed
 # through another device (containerd's baseline uses the same subnet). After the runs
 # it removes the pods critest left, stops the daemon, and removes the temporary dirs.
@@ -40,7 +41,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=$ROOT/.venv/bin/python
 CRI_SHIM=$ROOT/.venv/bin/cri-shim
-CNI_CONF_DIR=${CNI_CONF_DIR:-/etc/cni/net.d}
+# Empty: a network of the script's own, like the containerd baseline's (bridge with
+# hairpin and no masquerade, portmap, loopback), on its own bridge and subnet.
+CNI_CONF_DIR=${CNI_CONF_DIR:-}
 
 HANDLERS=runc,crun,pyrunc
 FOCUS=
@@ -313,6 +316,9 @@ cleanup() {
     # deepest first, then remove it without crossing into any mount that stays.
     awk -v p="$TMPD/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r |
         while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+    if [ "$CNI_CONF_DIR" = "$TMPD/net.d" ]; then
+        ip link del crishimct0 2>/dev/null || true  # the script's own bridge
+    fi
     rm -rf --one-file-system "$TMPD" 2>/dev/null || say "could not remove all of $TMPD"
     exit "$rc"
 }
@@ -321,6 +327,22 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- network check -------------------------------------------------------------------
+if [ -z "$CNI_CONF_DIR" ]; then
+    CNI_CONF_DIR=$TMPD/net.d
+    mkdir -p "$CNI_CONF_DIR"
+    cat >"$CNI_CONF_DIR/10-critest.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "cri-shim-critest",
+  "plugins": [
+    {"type": "bridge", "bridge": "crishimct0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.89.0.0/16"}]], "dataDir": "$TMPD/ipam"}},
+    {"type": "portmap", "capabilities": {"portMappings": true}},
+    {"type": "loopback"}
+  ]
+}
+EOF
+fi
 "$PY" "$HELPER" cni-check "$CNI_CONF_DIR" >&2 || die "CNI network check failed (see above)"
 
 # ---- configuration -----------------------------------------------------------------------

@@ -262,7 +262,7 @@ class SandboxManager:
                 raise Internal(f"pod {sb.meta.id}: network setup failed: {e}") from None
             sb.status.ips = pod_ips(result).ips
             sb.status.network_ready = True
-            (d / "cni-result.json").write_text(json.dumps(result))
+            await asyncio.to_thread(write_atomic, d / "cni-result.json", json.dumps(result))
         await asyncio.to_thread(write_atomic, d / "hosts",
                                 pod_files.hosts_file(hostname, sb.status.ips))
         sb.status.state = READY
@@ -295,10 +295,11 @@ class SandboxManager:
         """Release network and namespaces; each step runs even when an earlier one failed,
         and tolerates having been done already. Raises Internal naming what failed."""
         errors = []
-        if not sb.meta.host_network:
+        if not sb.meta.host_network and not sb.status.network_released:
             try:
                 net = self.network()
                 await net.delete(self._net_request(sb))
+                sb.status.network_released = True
             except FailedPrecondition:
                 # No configuration any more: nothing we can run DEL with; drop the cache.
                 pass

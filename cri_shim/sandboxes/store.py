@@ -44,6 +44,8 @@ class SandboxState:
     # The infra process and its start time (clock ticks), which tells it from a reused pid.
     infra_pid: int = 0
     infra_start: int = 0
+    # CNI DEL has succeeded: RemovePodSandbox after StopPodSandbox need not run it again.
+    network_released: bool = False
 
 
 class SandboxStore(SqliteStore):
