@@ -1,8 +1,13 @@
-"""Writing a file so a crash leaves either the old or the new content, never a mix.
+"""Writing the daemon's files, and the modes of what it keeps.
 
-Also the modes of what the daemon keeps: its root and state directories and every file
-that holds configuration (container specs with env values, which is how Kubernetes
-Secrets often arrive; pod configs; CNI results) are for root only.
+Every file cri_shim replaces goes through `write_atomic` (temp file, fsync, rename, fsync the
+directory: oci/atomic_file.py, the one writer both layers share), or through `commit` when the
+content streams into a temp file first.
+
+The modes: the daemon's root and state directories and every file that holds configuration
+(container specs with env values, which is how Kubernetes Secrets often arrive; pod configs;
+CNI results) are for root only. Pod files that containers bind-mount (hosts, resolv.conf,
+hostname) stay 0644, readable by any user inside the container.
 """
 
 from __future__ import annotations
@@ -10,8 +15,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from oci import atomic_file as _writer
+from oci.atomic_file import commit, fsync_dir
+
+__all__ = ["PRIVATE_DIR", "PRIVATE_FILE", "SHARED_FILE", "commit", "fsync_dir", "private_dir",
+           "write_atomic"]
+
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
+SHARED_FILE = 0o644
 
 
 def private_dir(path: Path) -> Path:
@@ -21,13 +33,8 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
-    """Temp file beside path, fsync, rename over path."""
+def write_atomic(path: Path, data: bytes | str, mode: int = SHARED_FILE, *,
+                 tmp_dir: Path | None = None, durable: bool = True) -> None:
+    """Create path's directory if needed, then write path atomically with exactly `mode`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    _writer.write_atomic(path, data, mode, tmp_dir=tmp_dir, durable=durable)

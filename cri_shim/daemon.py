@@ -21,7 +21,7 @@ from typing import Protocol
 
 import grpc
 
-from cri_shim.atomic_file import private_dir
+from cri_shim.atomic_file import SHARED_FILE, private_dir, write_atomic
 from cri_shim.config import Config
 from cri_shim.containers.manager import ContainerManager, ImageProvider, ResolvedImage
 from cri_shim.criapi import api_pb2 as pb
@@ -137,7 +137,7 @@ class Daemon:
             # SIGHUP: re-read the image index after an offline `cri-shim images import`.
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.image_manager.reload()))
             pidfile = Path(cfg.state_dir) / "cri-shim.pid"
-            pidfile.write_text(f"{os.getpid()}\n")
+            await asyncio.to_thread(write_atomic, pidfile, f"{os.getpid()}\n", SHARED_FILE)
             log.info("cri-shim serving on %s (state %s, root %s)", cfg.socket, cfg.state_dir, cfg.root_dir)
             await self._stopping.wait()
             log.info("shutting down")

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from oci._model import Model, SpecError, field
+from oci.atomic_file import write_atomic
 
 __all__ = [
     "OCI_VERSION", "SpecError", "Spec", "Process", "User", "Box", "Capabilities", "Rlimit", "Root",
@@ -294,13 +295,7 @@ class Spec(Model):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically: a half-written config.json must never be seen by a runtime."""
-        path = os.fspath(path)
-        tmp = f"{path}.tmp.{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(self.to_json(indent=2))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, self.to_json(indent=2), 0o644)
 
 
 # --- validation ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cri_shim import mounts
+from cri_shim.atomic_file import SHARED_FILE, write_atomic
 from cri_shim.config import Config
 from cri_shim.containers.manager import ResolvedImage
 from cri_shim.criapi import api_pb2 as pb
@@ -484,10 +485,10 @@ class _Progress:
         self._write(False)
 
     def _write(self, finished: bool) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"ref": self.ref, "done": self.done_bytes, "total": self.total,
-                                   "finished": finished}))
-        os.replace(tmp, self.path)
+        # Not durable: only a live `images pull` reads it, and a crash ends the pull anyway.
+        write_atomic(self.path, json.dumps({"ref": self.ref, "done": self.done_bytes,
+                                            "total": self.total, "finished": finished}),
+                     SHARED_FILE, durable=False)
 
     def add(self, n: int) -> None:
         self.done_bytes += n

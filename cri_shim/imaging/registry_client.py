@@ -8,7 +8,6 @@ the registry itself.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -148,8 +147,7 @@ class RegistryClient:
                     f.write(chunk)
                     size += len(chunk)
                     progress(len(chunk))
-                f.flush()
-                os.fsync(f.fileno())
+            # Not fsynced here: the content store's commit does that before the rename.
         except httpx.HTTPError as e:
             raise Unavailable(f"downloading {digest} of {self.ref}: {e}") from None
         finally:

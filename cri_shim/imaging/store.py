@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cri_shim import atomic_file
 from cri_shim.sqlite_store import SqliteStore
 
 
@@ -92,20 +91,11 @@ class ContentStore:
         return self.path(digest).exists()
 
     def commit(self, tmp: Path, digest: str) -> None:
-        os.replace(tmp, self.path(digest))
-        dfd = os.open(self.blobs, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        """Move a finished download or copy from ingest/ into place (fsynced, then renamed)."""
+        atomic_file.commit(tmp, self.path(digest))
 
     def write(self, digest: str, data: bytes) -> None:
-        tmp = self.tmp / f"{digest[7:]}.{os.getpid()}.{threading.get_ident()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        self.commit(tmp, digest)
+        atomic_file.write_atomic(self.path(digest), data, atomic_file.SHARED_FILE, tmp_dir=self.tmp)
 
     def all(self) -> list[str]:
         return ["sha256:" + p.name for p in self.blobs.iterdir()]

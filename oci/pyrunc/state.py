@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 
+# The one writer both layers share: a leaf of the oci package that needs nothing but os.
+from ..atomic_file import write_atomic
 from .errors import ALREADY_EXISTS, NOT_EXIST, PyruncError
 
 TYPE_CHECKING = False
@@ -22,20 +24,9 @@ def container_dir(root: str, cid: str) -> str:
     return os.path.join(root, cid)
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-
-
 def save(root: str, st: dict[str, Any]) -> None:
     write_atomic(os.path.join(container_dir(root, st["id"]), "state.json"),
-                 json.dumps(st, separators=(",", ":")).encode())
+                 json.dumps(st, separators=(",", ":")).encode(), 0o600)
 
 
 def load(root: str, cid: str) -> dict[str, Any]:
