@@ -1,4 +1,5 @@
-"""Runtime handlers: which OCI runtime binary serves a CRI runtime_handler name.
+"""Runtime handlers: which OCI runtime binary serves a CRI runtime_handler name, and the
+HandlerRuntime (cri_shim.runtimes) that runs its containers.
 
 A handler whose binary is missing stays configured and is reported in Status
 (RuntimeReady names it); only using it fails.
@@ -7,7 +8,6 @@ A handler whose binary is missing stays configured and is reported in Status
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import sys
@@ -17,6 +17,12 @@ from typing import Any
 
 from cri_shim.config import Config, RuntimeHandlerConfig
 from cri_shim.errors import FailedPrecondition, NotFound
+from cri_shim.runtimes.conmon_oci import ConmonSettings, conmon_oci_runtime
+from cri_shim.runtimes.handler_runtime import HandlerRuntime
+from oci.errors import OCIRuntimeError
+
+# How long a runtime may take to print its `features` at start-up.
+FEATURES_TIMEOUT = 10.0
 
 
 def resolve_binary(binary: str) -> str | None:
@@ -42,6 +48,8 @@ class Handler:
     path: str | None
     # The runtime's own `features` document, when it has one.
     features: dict[str, Any] = field(default_factory=dict)
+    # What runs its containers; None while the binary is missing.
+    runtime: HandlerRuntime | None = None
 
     @property
     def available(self) -> bool:
@@ -61,26 +69,25 @@ class Handler:
 class HandlerRegistry:
     def __init__(self, config: Config) -> None:
         self.default = config.default_runtime
-        self.handlers: dict[str, Handler] = {
-            name: Handler(name, rt, config.runtime_root(name), resolve_binary(rt.binary))
-            for name, rt in config.runtimes.items()
-        }
+        self.conmon = ConmonSettings.from_config(config)
+        self.handlers: dict[str, Handler] = {}
+        for name, rt in config.runtimes.items():
+            handler = Handler(name, rt, config.runtime_root(name), resolve_binary(rt.binary))
+            if handler.path is not None:
+                # Only "oci" exists (Config.validate refuses others); another kind of
+                # handler, a micro-VM runtime say, would choose its HandlerRuntime here.
+                handler.runtime = conmon_oci_runtime(name, handler.path, handler.root, rt, self.conmon)
+            self.handlers[name] = handler
 
     async def probe_features(self) -> None:
         """Ask each available runtime for `features`; a runtime without the verb has none."""
-        await asyncio.gather(*(self._probe(h) for h in self.handlers.values() if h.available))
+        await asyncio.gather(*(self._probe(h) for h in self.handlers.values() if h.runtime))
 
     async def _probe(self, handler: Handler) -> None:
-        assert handler.path
+        assert handler.runtime
         try:
-            proc = await asyncio.create_subprocess_exec(
-                handler.path, "features",
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            )
-            out, _ = await asyncio.wait_for(proc.communicate(), 10)
-            if proc.returncode == 0:
-                handler.features = json.loads(out)
-        except (OSError, TimeoutError, ValueError):
+            handler.features = await asyncio.wait_for(handler.runtime.features(), FEATURES_TIMEOUT)
+        except (OCIRuntimeError, OSError, TimeoutError, ValueError):
             handler.features = {}
 
     def get(self, name: str) -> Handler:
@@ -95,6 +102,12 @@ class HandlerRegistry:
                 f"runtime handler {handler.name!r}: binary {handler.config.binary!r} not found"
             )
         return handler
+
+    def runtime(self, name: str) -> HandlerRuntime:
+        """What runs the containers of a handler; NotFound or FailedPrecondition as get()."""
+        runtime = self.get(name).runtime
+        assert runtime is not None  # get() refuses a handler without its binary
+        return runtime
 
     def missing(self) -> list[Handler]:
         return [h for h in self.handlers.values() if not h.available]

@@ -30,7 +30,6 @@ CTL_REOPEN_LOG = 2
 class ConmonArgs:
     conmon: str
     runtime_path: str
-    runtime_root: str
     container_id: str
     name: str
     bundle: Path
@@ -41,6 +40,8 @@ class ConmonArgs:
     stdin: bool = False
     stdin_once: bool = False
     terminal: bool = False
+    # The runtime's global options (--root, --systemd-cgroup, ...), from the handler's
+    # adapter, which builds every command line of the runtime.
     runtime_args: tuple[str, ...] = ()
     # cgroup.procs files conmon puts itself in before it starts (conmon_cgroup.prepare).
     cgroup_procs: tuple[Path, ...] = ()
@@ -54,7 +55,6 @@ class ConmonArgs:
             "-u", self.container_id,
             "-n", self.name,
             "-r", self.runtime_path,
-            "--runtime-arg", f"--root={self.runtime_root}",
             "-p", str(self.bundle / "pidfile"),
             "-P", str(self.bundle / "conmon.pid"),
             "-l", f"k8s-file:{self.log_path}",

@@ -1,4 +1,8 @@
-"""The container lifecycle: create under conmon, start, stop, remove, status, exec.
+"""The container lifecycle: create, start, stop, remove, status, exec.
+
+The handler's HandlerRuntime (cri_shim.runtimes) does the running: under conmon for the
+"oci" handlers of today. What remains here is conmon's exit files and pid, read to learn
+of exits and after a restart.
 
 The manager holds an in-memory index (answers List and Status without I/O) backed
 by the sqlite store, a per-container lock for mutating calls, and one background
@@ -39,27 +43,19 @@ from cri_shim.containers.store import (
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.errors import (
     AlreadyExists,
-    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
 )
 from cri_shim.id_lookup import by_id_or_prefix
 from cri_shim.runtime_handlers import HandlerRegistry
-from oci.cli_runtime import CLIRuntime
+from cri_shim.runtimes.handler_runtime import ContainerCreate
 from oci.errors import ContainerNotFound, OCIRuntimeError
+from oci.spec import Process
 
 log = logging.getLogger("cri_shim.containers")
 
 EXIT_POLL_INTERVAL = 0.2
-# stdout and stderr of one ExecSync share this budget, so the reply (both, their markers
-# and the framing) stays under gRPC's 16 MiB message limit.
-EXEC_OUTPUT_LIMIT = 15 << 20
-TRUNCATED_MARKER = b"\n[cri-shim: output truncated at 15 MiB]\n"
-# How long an exec'd process killed at its timeout may take to be reaped by the runtime.
-EXEC_REAP_TIMEOUT = 5.0
-# How long ReopenContainerLog waits for conmon to create the new log file.
-REOPEN_LOG_TIMEOUT = 5.0
 
 STATE_TO_PB = {
     CREATING: pb.CONTAINER_UNKNOWN,
@@ -144,12 +140,11 @@ class ContainerManager:
         # publish(container_id, pb.ContainerEventType, pod_id)
         self.publish = publish or (lambda cid, kind, pod: None)
         self.dir = Path(config.state_dir) / "containers"
-        self.exit_dir = Path(config.state_dir) / "exits"
-        self.socket_dir = Path(config.state_dir) / "sockets"
+        self.exit_dir = handlers.conmon.exit_dir
+        self.socket_dir = handlers.conmon.socket_dir
         self.store = ContainerStore(Path(config.root_dir) / "containers.db")
         self.containers: dict[str, Container] = {}
         self.names: dict[str, str] = {}
-        self._runtimes: dict[str, CLIRuntime] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="container-store")
         # container id -> (time ns, cumulative CPU ns) of the last stats call, for usage_nano_cores.
@@ -193,15 +188,6 @@ class ContainerManager:
     @staticmethod
     def _name_key(meta: ContainerMeta) -> str:
         return f"{meta.pod_id}/{meta.name}/{meta.attempt}"
-
-    def runtime_for(self, handler_name: str) -> CLIRuntime:
-        rt = self._runtimes.get(handler_name)
-        if rt is None:
-            h = self.handlers.get(handler_name)
-            assert h.path
-            rt = CLIRuntime(h.path, h.root, name=h.name, global_args=h.config.extra_args)
-            self._runtimes[handler_name] = rt
-        return rt
 
     def get(self, container_id: str) -> Container:
         return by_id_or_prefix(self.containers, container_id, "container")
@@ -341,19 +327,10 @@ class ContainerManager:
         await asyncio.to_thread(write_atomic, bundle / "config.json", spec.to_json(indent=1), PRIVATE_FILE)
         if c.meta.log_path:
             Path(c.meta.log_path).parent.mkdir(parents=True, exist_ok=True)
-        handler = self.handlers.get(c.meta.handler)
-        assert handler.path
-        args = conmon.ConmonArgs(
-            conmon=self.config.conmon, runtime_path=handler.path, runtime_root=str(handler.root),
-            container_id=c.meta.id, name=c.meta.name, bundle=bundle,
-            log_path=c.meta.log_path or str(bundle / "console.log"),
-            exit_dir=self.exit_dir, persist_dir=bundle / "persist", socket_dir=self.socket_dir,
-            stdin=cfg.stdin, stdin_once=cfg.stdin_once, terminal=cfg.tty,
-            runtime_args=tuple(handler.config.extra_args),
-        )
-        handler.root.mkdir(parents=True, exist_ok=True)
-        args.cgroup_procs = await conmon_cgroup.prepare(self.config, pod.context, c.meta.id, bundle)
-        pid = await conmon.create(args)
+        pid = await self.handlers.runtime(c.meta.handler).create(ContainerCreate(
+            container_id=c.meta.id, name=c.meta.name, bundle=bundle, log_path=c.meta.log_path,
+            pod=pod.context, stdin=cfg.stdin, stdin_once=cfg.stdin_once, terminal=cfg.tty,
+        ))
         c.status.state = CREATED
         c.status.pid = pid
         await asyncio.wrap_future(self._writer.submit(self.store.put, c.meta, dataclasses.replace(c.status)))
@@ -362,7 +339,7 @@ class ContainerManager:
         """Remove everything a container owns, tolerating parts that never existed."""
         meta = c.meta
         try:
-            rt = self.runtime_for(meta.handler)
+            rt = self.handlers.runtime(meta.handler)
             with contextlib.suppress(ContainerNotFound):
                 await rt.delete(meta.id, force=True)
         except (OCIRuntimeError, NotFound, FailedPrecondition) as e:
@@ -390,7 +367,7 @@ class ContainerManager:
             # Taken before start: a process that exits at once must not finish before it started.
             started = now_ns()
             try:
-                await self.runtime_for(c.meta.handler).start(c.meta.id)
+                await self.handlers.runtime(c.meta.handler).start(c.meta.id)
             except OCIRuntimeError as e:
                 self._mark_exited(c, 128, "StartError", str(e))
                 raise
@@ -413,7 +390,7 @@ class ContainerManager:
             return
         if c.status.state == CREATING:
             return
-        rt = self.runtime_for(c.meta.handler)
+        rt = self.handlers.runtime(c.meta.handler)
         if c.status.state == CREATED:
             # Never started: nothing to signal gracefully.
             with contextlib.suppress(OCIRuntimeError):
@@ -538,33 +515,9 @@ class ContainerManager:
         spec = json.loads((Path(c.meta.bundle) / "config.json").read_text())
         process = dict(spec["process"], args=cmd, terminal=False)
         process.pop("consoleSize", None)
-        handler = self.handlers.get(c.meta.handler)
-        assert handler.path
-        work = Path(c.meta.bundle) / f"exec-{secrets.token_hex(6)}"
-        work.mkdir()
-        try:
-            (work / "process.json").write_text(json.dumps(process))
-            proc = await asyncio.create_subprocess_exec(
-                handler.path, "--root", str(handler.root), *handler.config.extra_args, "exec",
-                "--process", str(work / "process.json"), "--pid-file", str(work / "pid"), c.meta.id,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            assert proc.stdout and proc.stderr
-            budget = _OutputBudget(EXEC_OUTPUT_LIMIT)
-            readers = asyncio.gather(_read_capped(proc.stdout, budget), _read_capped(proc.stderr, budget))
-            try:
-                out, err = await asyncio.wait_for(asyncio.shield(readers), timeout or None)
-                code = await proc.wait()
-            except TimeoutError:
-                await _kill_exec(proc, work / "pid")
-                readers.cancel()
-                raise DeadlineExceeded(
-                    f"exec {cmd[0]!r} in container {c.meta.id} timed out after {timeout}s"
-                ) from None
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        return pb.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
+        rt = self.handlers.runtime(c.meta.handler)
+        result = await rt.exec_sync(c.meta.id, Path(c.meta.bundle), Process.from_dict(process), timeout)
+        return pb.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
 
     async def update_resources(self, container_id: str, r: pb.LinuxContainerResources) -> None:
         c = self.get(container_id)
@@ -580,121 +533,17 @@ class ContainerManager:
             apply_resources(b, r)
             resources = b.spec.linux.resources if b.spec.linux else None
             if resources is not None:
-                await self.runtime_for(c.meta.handler).update(c.meta.id, resources)
+                await self.handlers.runtime(c.meta.handler).update(c.meta.id, resources)
             c.status.resources = r.SerializeToString()
             self._persist(c)
 
     async def reopen_log(self, container_id: str) -> None:
-        """Have conmon reopen the log file; returns once the file exists again.
-
-        The kubelet's log rotation renames the file and then calls this; it (and critest)
-        expects the new file to be there when the call returns, so wait for conmon.
-        """
+        """Have the monitor reopen the log file; returns once the file exists again."""
         c = self.get(container_id)
         if c.status.state != RUNNING:
             raise FailedPrecondition(f"container {c.meta.id} is not running; its log cannot be reopened")
-        try:
-            conmon.send_ctl(Path(c.meta.bundle), conmon.CTL_REOPEN_LOG)
-        except OSError as e:
-            raise FailedPrecondition(f"container {c.meta.id}: cannot reach conmon: {e}") from None
-        if not c.meta.log_path:
-            return
-        log_file = Path(c.meta.log_path)
-        deadline = time.monotonic() + REOPEN_LOG_TIMEOUT
-        while not log_file.exists():
-            if time.monotonic() > deadline or not conmon.conmon_alive(Path(c.meta.bundle)):
-                raise DeadlineExceeded(f"container {c.meta.id}: conmon did not reopen {log_file}")
-            await asyncio.sleep(0.01)
-
-
-class _OutputBudget:
-    """Bytes an exec's stdout and stderr may still keep, shared between the two."""
-
-    def __init__(self, limit: int) -> None:
-        self.left = limit
-
-    def take(self, n: int) -> int:
-        granted = min(n, self.left)
-        self.left -= granted
-        return granted
-
-
-async def _read_capped(stream: asyncio.StreamReader, budget: _OutputBudget) -> bytes:
-    buf = bytearray()
-    truncated = False
-    while True:
-        chunk = await stream.read(65536)
-        if not chunk:
-            break
-        keep = budget.take(len(chunk))
-        buf += chunk[:keep]
-        if keep < len(chunk):
-            truncated = True  # keep draining so the process is not blocked on a full pipe
-    return bytes(buf) + (TRUNCATED_MARKER if truncated else b"")
-
-
-async def _kill_exec(proc: asyncio.subprocess.Process, pid_file: Path) -> None:
-    """Kill a timed-out exec'd process and let the runtime's exec command reap it.
-
-    Killing only the runtime's `exec` would leave the process (or its zombie, when the
-    container's init does not reap) behind in the container, where `pgrep` still sees it.
-    """
-    try:
-        pid = int(pid_file.read_text())
-    except (OSError, ValueError):
-        pid = 0  # not started yet: the runtime's exec is all there is to stop
-    if pid:
-        await _kill_tree(pid)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), EXEC_REAP_TIMEOUT)
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-
-
-async def _kill_tree(pid: int, rounds: int = 50) -> None:
-    """SIGKILL pid and its descendants, leaves first, each round after the last one's were reaped.
-
-    A parent must outlive its children long enough to reap them: a zombie handed to a
-    container init that never reaps (sleep, tail) would outlive the exec for good.
-    """
-    for _ in range(rounds):
-        live = [p for p in _descendants(pid) if not _is_zombie(p)]
-        if not live:
-            break
-        for leaf in (p for p in live if not _children(p)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(leaf, signal.SIGKILL)
-        await asyncio.sleep(0.02)
-    for victim in [*_descendants(pid), pid]:  # whatever would not wait its turn
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(victim, signal.SIGKILL)
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for t in os.listdir(f"/proc/{pid}/task")
-                for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def _descendants(pid: int) -> list[int]:
-    """pid's descendants, deepest first."""
-    out: list[int] = []
-    for child in _children(pid):
-        out += _descendants(child)
-        out.append(child)
-    return out
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # gone counts as done
-    return stat.rpartition(")")[2].split()[0] == "Z"
+        rt = self.handlers.runtime(c.meta.handler)
+        await rt.reopen_log(c.meta.id, Path(c.meta.bundle), c.meta.log_path)
 
 
 def _signal_number(name: str) -> int:

@@ -13,8 +13,8 @@ from cri_shim.server.interceptor import status_for
 
 
 def args(tmp_path: Path, **kw) -> conmon.ConmonArgs:
-    base = dict(conmon="conmon", runtime_path="/usr/sbin/runc", runtime_root="/run/r", container_id="abc",
-                name="web", bundle=tmp_path, log_path="/var/log/pods/p/web/0.log",
+    base = dict(conmon="conmon", runtime_path="/usr/sbin/runc", runtime_args=("--root=/run/r",),
+                container_id="abc", name="web", bundle=tmp_path, log_path="/var/log/pods/p/web/0.log",
                 exit_dir=tmp_path / "exits", persist_dir=tmp_path / "persist", socket_dir=tmp_path / "s")
     base.update(kw)
     return conmon.ConmonArgs(**base)
@@ -24,7 +24,7 @@ def test_argv(tmp_path: Path) -> None:
     a = args(tmp_path, stdin=True, terminal=True).argv()
     assert a[0] == "conmon"
     assert a[a.index("-r") + 1] == "/usr/sbin/runc"
-    assert "--root=/run/r" in a and "k8s-file:/var/log/pods/p/web/0.log" in a
+    assert a[a.index("--runtime-arg") + 1] == "--root=/run/r" and "k8s-file:/var/log/pods/p/web/0.log" in a
     assert "-i" in a and "--leave-stdin-open" in a and "-t" in a
     assert "-i" not in args(tmp_path).argv()
 
