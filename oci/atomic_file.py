@@ -20,7 +20,11 @@ if TYPE_CHECKING:  # typing costs milliseconds at every short-lived pyrunc comma
 
 def fsync_dir(path: StrPath) -> None:
     """Make the entries of directory path (a rename into it, say) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    _fsync_path(path, os.O_DIRECTORY)
+
+
+def _fsync_path(path: StrPath, flags: int = 0) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:
@@ -34,11 +38,7 @@ def commit(tmp: StrPath, path: StrPath, *, durable: bool = True) -> None:
     before it may be committed); write_atomic does the whole sequence for bytes in memory.
     """
     if durable:
-        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_path(tmp)
     os.replace(tmp, path)
     if durable:
         fsync_dir(os.path.dirname(os.path.abspath(path)))
