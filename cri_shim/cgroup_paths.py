@@ -7,7 +7,10 @@ The kubelet names the pod's cgroup parent; below it, like the other runtimes:
   `<parent>/<sandbox id>` (containerd's pause container), systemd `<parent>/cri-shim-<id>.scope`
   (containerd's `cri-containerd-<id>.scope`, CRI-O's `crio-<id>.scope`);
 - conmon gets `cri-shim-conmon-<container id>` (`.scope` under systemd), CRI-O's
-  `crio-conmon-<id>`, under the pod's parent or under a configured runtime cgroup.
+  `crio-conmon-<id>`, under the pod's parent or under a configured runtime cgroup;
+- a container gets cgroupfs `<parent>/<container id>`, or under systemd the runtime-spec
+  cgroupsPath `<slice>:cri-shim:<container id>` (runc's `slice:prefix:name`), which the
+  runtime, given --systemd-cgroup, asks systemd for as `<slice>/cri-shim-<id>.scope`.
 
 With the systemd driver the parent is a slice name that systemd maps to nested
 directories; we compute that mapping ourselves and write cgroupfs directly.
@@ -23,6 +26,8 @@ CONMON_PREFIX = "cri-shim-conmon-"
 # conmon_cgroup value that puts conmon under the pod's cgroup parent.
 CONMON_IN_POD = "pod"
 SLICE = ".slice"
+# A container's slice under systemd when the kubelet names none (containerd's choice).
+DEFAULT_SLICE = "system.slice"
 
 
 class CgroupPathError(InvalidArgument):
@@ -120,3 +125,29 @@ def conmon_cgroup(driver: str, setting: str, cgroup_parent: str, pod_id: str, co
     else:
         parent = "/" + "/".join(p for p in setting.split("/") if p)
     return _join(parent, leaf)
+
+
+def container_cgroups_path(driver: str, cgroup_parent: str, pod_id: str, container_id: str) -> str:
+    """The cgroupsPath of a container's runtime spec.
+
+    cgroupfs: `<parent>/<container id>` with the parent as the kubelet sent it, and
+    `/cri-shim/<pod id>` without one. systemd: `<slice>:cri-shim:<container id>`; a scope
+    can only live in a slice, so without a parent that is system.slice.
+    """
+    _check_driver(driver)
+    _check_id("container id", container_id)
+    if driver == "systemd":
+        slice_name = cgroup_parent or DEFAULT_SLICE
+        expand_slice(slice_name)  # refuses what is not a slice
+        return f"{slice_name}:{SCOPE_PREFIX}:{container_id}"
+    parent = cgroup_parent or f"/cri-shim/{pod_id}"
+    return f"{parent.rstrip('/')}/{container_id}"
+
+
+def container_cgroup(driver: str, cgroups_path: str) -> str:
+    """The cgroupfs path of the cgroup a container's cgroupsPath names, where its usage is read."""
+    _check_driver(driver)
+    if driver != "systemd" or not cgroups_path:
+        return cgroups_path
+    slice_name, prefix, name = cgroups_path.split(":")
+    return _join(expand_slice(slice_name), f"{prefix}-{name}.scope")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from cri_shim import cgroup_paths
 from cri_shim.atomic_file import PRIVATE_FILE, write_atomic
 from cri_shim.config import Config
 from cri_shim.containers import conmon, conmon_cgroup
@@ -309,7 +310,8 @@ class ContainerManager:
         rootfs = await self.images.prepare_rootfs(c.meta.id, image.id)
         rro = self.handlers.get(c.meta.handler).recursive_read_only_mounts
         spec = build_spec(cfg, c.meta.id, pod.context, ImageContext(c.meta.image_ref, image.config),
-                          rootfs, sandbox_config or pod.config, recursive_read_only=rro)
+                          rootfs, sandbox_config or pod.config, recursive_read_only=rro,
+                          cgroup_driver=self.config.cgroup_driver)
         ns = cfg.linux.security_context.namespace_options
         if ns.pid == pb.TARGET:
             target = self.get(ns.target_id)
@@ -319,7 +321,9 @@ class ContainerManager:
             for n in spec.linux.namespaces or []:
                 if n.type == "pid":
                     n.path = f"/proc/{target.status.pid}/ns/pid"
-        c.meta.cgroups_path = spec.linux.cgroups_path or "" if spec.linux else ""
+        # Recorded as a cgroupfs path, which is what stats read (not systemd's slice:prefix:name).
+        cgroups_path = spec.linux.cgroups_path or "" if spec.linux else ""
+        c.meta.cgroups_path = cgroup_paths.container_cgroup(self.config.cgroup_driver, cgroups_path)
         if spec.process is not None:
             c.meta.uid = spec.process.user.uid
             c.meta.gid = spec.process.user.gid

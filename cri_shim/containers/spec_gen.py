@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cri_shim import cgroup_paths
 from cri_shim.containers import seccomp_profiles
 from cri_shim.containers.host_limits import HostLimits, host_limits
 from cri_shim.containers.users import resolve, split_image_user
@@ -206,8 +207,10 @@ def build_spec(
     *,
     limits: HostLimits | None = None,
     recursive_read_only: bool = False,
+    cgroup_driver: str = "cgroupfs",
 ) -> Spec:
-    """The spec; `recursive_read_only` says whether the handler's runtime does `rro` mounts."""
+    """The spec; `recursive_read_only` says whether the handler's runtime does `rro` mounts,
+    `cgroup_driver` which form of cgroupsPath the runtime is given (cgroup_paths)."""
     limits = limits or host_limits()
     name = cfg.metadata.name
     linux = cfg.linux
@@ -300,8 +303,8 @@ def build_spec(
     apply_resources(b, r)
     if r.oom_score_adj:
         b.oom_score_adj(limits.clamp_oom_score_adj(r.oom_score_adj))
-    parent = pod.cgroup_parent or f"/cri-shim/{pod.id}"
-    b.cgroups_path(f"{parent.rstrip('/')}/{container_id}")
+    b.cgroups_path(cgroup_paths.container_cgroups_path(cgroup_driver, pod.cgroup_parent, pod.id,
+                                                       container_id))
     for k, v in pod.sysctls.items():
         # Namespaced sysctls the pod asked for apply to each container's view too.
         if k.startswith(("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")) and pod.ipcns_path:

@@ -78,6 +78,17 @@ def test_conmon_cgroup(driver: str, setting: str, parent: str, path: str) -> Non
     assert cgroup_paths.conmon_cgroup(driver, setting, parent, POD, CID) == path
 
 
+@pytest.mark.parametrize("driver, parent, spec_path, cgroupfs_path", [
+    ("cgroupfs", "/kubepods/pod1", f"/kubepods/pod1/{CID}", f"/kubepods/pod1/{CID}"),
+    ("cgroupfs", "", f"/cri-shim/{POD}/{CID}", f"/cri-shim/{POD}/{CID}"),
+    ("systemd", SLICE, f"{SLICE}:cri-shim:{CID}", f"{SLICE_PATH}/cri-shim-{CID}.scope"),
+    ("systemd", "", f"system.slice:cri-shim:{CID}", f"/system.slice/cri-shim-{CID}.scope"),
+])
+def test_container_cgroup(driver: str, parent: str, spec_path: str, cgroupfs_path: str) -> None:
+    assert cgroup_paths.container_cgroups_path(driver, parent, POD, CID) == spec_path
+    assert cgroup_paths.container_cgroup(driver, spec_path) == cgroupfs_path
+
+
 @pytest.mark.parametrize("driver, setting", [
     ("cgroupfs", "relative/path"), ("cgroupfs", "/"), ("cgroupfs", "/a/../b"), ("cgroupfs", ""),
     ("systemd", "/cri-shim-runtime"), ("systemd", "runtime"), ("systemd", "a--b.slice"),

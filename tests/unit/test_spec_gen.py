@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -231,6 +232,16 @@ def test_resources_and_cgroup_path(rootfs: Path) -> None:
     assert res["memory"]["limit"] == 64 << 20
     assert s["process"]["oomScoreAdj"] == 500
     assert s["linux"]["cgroupsPath"] == "/kubepods/podA/ctr1"
+
+
+def test_systemd_cgroups_path(rootfs: Path) -> None:
+    pod = dataclasses.replace(POD, cgroup_parent="kubepods-besteffort-podA.slice")
+    image = ImageContext("img", {"Cmd": ["/bin/sh"]})
+    spec = build_spec(cfg(), "ctr1", pod, image, rootfs, limits=HostLimits(), cgroup_driver="systemd")
+    assert spec.linux is not None
+    assert spec.linux.cgroups_path == "kubepods-besteffort-podA.slice:cri-shim:ctr1"
+    with pytest.raises(InvalidArgument):  # a cgroupfs path is no slice
+        build_spec(cfg(), "ctr1", POD, image, rootfs, limits=HostLimits(), cgroup_driver="systemd")
 
 
 def test_readonly_rootfs_and_cwd(rootfs: Path) -> None:
