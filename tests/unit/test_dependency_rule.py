@@ -18,13 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 OCI_USERS: dict[str, set[str]] = {
     # The one atomic writer lives at the bottom of oci so both layers share it.
     "cri_shim.atomic_file": {"oci.atomic_file"},
-    # Container side: CRI config -> OCI spec (model and builder), and runtime errors.
-    # containers.manager still drives the CLI adapter until the handler refactor moves that
-    # into cri_shim.runtimes.
-    "cri_shim.containers": {"oci.spec", "oci.builder", "oci.errors", "oci.cli_runtime"},
+    # Container side: CRI config -> OCI spec (model and builder), and runtime errors; it never
+    # drives a runtime itself (no oci.runtime, oci.cli_runtime).
+    "cri_shim.containers": {"oci.spec", "oci.builder", "oci.errors"},
     # What a CRI runtime handler runs containers with: the only place that drives a runtime.
     "cri_shim.runtimes": {"oci.spec", "oci.runtime", "oci.cli_runtime", "oci.errors", "oci.blocking"},
-    "cri_shim.runtime_handlers": {"oci.errors", "oci.runtime", "oci.cli_runtime"},
+    "cri_shim.runtime_handlers": {"oci.errors"},
 }
 # What pyrunc may import from oci outside its own package: the stdlib-only writer, nothing else.
 # It never sees the spec model (oci.spec, oci.builder, oci._model): it reads config.json as
