@@ -310,6 +310,10 @@ def apply(cg: dict[str, Any], res: dict[str, Any]) -> None:
     if cg["mode"] == "v2":
         for fname, value in v2_settings(res):
             _write(os.path.join(paths[""], fname), value)
+        if res.get("devices"):
+            # no devices.allow on v2: the kernel asks an eBPF program attached to the cgroup
+            from . import cgroup_devices
+            cgroup_devices.install(paths[""], res["devices"])
         return
     by_ctrl: dict[str, str] = {}
     for key, path in paths.items():

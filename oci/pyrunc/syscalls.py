@@ -59,6 +59,7 @@ _SYS_PIVOT_ROOT = 155  # x86_64
 _SYS_CAPSET = 126
 _SYS_CAPGET = 125
 CGROUP2_SUPER_MAGIC = 0x63677270
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351}.get(os.uname().machine, 321)
 
 
 def _check(ret: int, what: str) -> int:
@@ -137,3 +138,9 @@ def statfs_type(path: str) -> int:
 
 def ioctl_int(fd: int, request: int, arg: int = 0) -> int:
     return _check(_libc.ioctl(fd, ctypes.c_ulong(request), ctypes.c_ulong(arg)), f"ioctl {request:#x}")
+
+
+def bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
+    """bpf(2) with a union bpf_attr laid out by the caller; returns its (fd or 0) result."""
+    return _check(_libc.syscall(_SYS_BPF, ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr))),
+                  f"bpf(cmd {cmd})")
