@@ -23,12 +23,13 @@ import grpc
 
 from cri_shim.atomic_file import SHARED_FILE, private_dir, write_atomic
 from cri_shim.config import Config
-from cri_shim.containers.manager import ContainerManager, ImageProvider, ResolvedImage
+from cri_shim.containers.manager import ContainerManager
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.criapi import api_pb2_grpc
 from cri_shim.errors import FailedPrecondition
 from cri_shim.event_bus import EventBus
 from cri_shim.imaging.manager import ImageManager
+from cri_shim.ports import ImageProvider, ResolvedImage
 from cri_shim.runtime_handlers import HandlerRegistry
 from cri_shim.sandboxes.manager import SandboxManager
 

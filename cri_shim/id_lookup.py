@@ -1,9 +1,11 @@
-"""Looking objects up by full id or unique id prefix, as crictl lets users type them."""
+"""The id index both managers keep: objects by full id or unique id prefix (as crictl lets users
+type them), the names they reserve, and CRI's label filter. containerd's store has the same
+pieces as truncindex and a name registrar."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from cri_shim.errors import InvalidArgument, NotFound
 
@@ -23,3 +25,55 @@ def by_id_or_prefix(index: Mapping[str, T], wanted: str, kind: str) -> T:
     if matches:
         raise InvalidArgument(f"{kind} id prefix {wanted!r} is ambiguous")
     raise NotFound(f"{kind} {wanted!r} not found")
+
+
+def labels_match(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    """CRI's label_selector: every key present with exactly that value."""
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+class IdIndex(Generic[T]):
+    """In-memory objects by id with their reserved names (name key -> id). No I/O, no locks:
+    List and Status calls read it directly."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._objects: dict[str, T] = {}
+        self._names: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def values(self) -> list[T]:
+        """A snapshot: callers may await while walking it."""
+        return list(self._objects.values())
+
+    def exact(self, object_id: str) -> T | None:
+        """The object with exactly this id, or None."""
+        return self._objects.get(object_id)
+
+    def get(self, wanted: str) -> T:
+        """By full id or unique prefix; NotFound or InvalidArgument naming the kind and id."""
+        return by_id_or_prefix(self._objects, wanted, self.kind)
+
+    def find(self, wanted: str) -> T | None:
+        """As get, but None when there is no such object."""
+        try:
+            return self.get(wanted)
+        except NotFound:
+            return None
+
+    def name_owner(self, name_key: str) -> str | None:
+        """The id that reserved name_key, or None when the name is free."""
+        return self._names.get(name_key)
+
+    def add(self, object_id: str, obj: T, name_key: str) -> None:
+        """Index the object and reserve its name."""
+        self._objects[object_id] = obj
+        self._names[name_key] = object_id
+
+    def remove(self, object_id: str, name_key: str) -> None:
+        """Forget the object and release its name if it still holds it."""
+        self._objects.pop(object_id, None)
+        if self._names.get(name_key) == object_id:
+            del self._names[name_key]

@@ -25,13 +25,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 from cri_shim import cgroup_paths
 from cri_shim.atomic_file import PRIVATE_FILE, write_atomic
 from cri_shim.config import Config
 from cri_shim.containers import conmon, conmon_cgroup
-from cri_shim.containers.spec_gen import ImageContext, PodContext, build_spec
+from cri_shim.containers.spec_gen import ImageContext, build_spec
 from cri_shim.containers.store import (
     CREATED,
     CREATING,
@@ -48,7 +47,8 @@ from cri_shim.errors import (
     InvalidArgument,
     NotFound,
 )
-from cri_shim.id_lookup import by_id_or_prefix
+from cri_shim.id_lookup import IdIndex, labels_match
+from cri_shim.ports import ImageProvider, PodInfo, PodProvider, ResolvedImage
 from cri_shim.runtime_handlers import HandlerRegistry
 from cri_shim.runtimes.handler_runtime import ContainerCreate
 from oci.errors import ContainerNotFound, OCIRuntimeError
@@ -64,46 +64,6 @@ STATE_TO_PB = {
     RUNNING: pb.CONTAINER_RUNNING,
     EXITED: pb.CONTAINER_EXITED,
 }
-
-
-@dataclass
-class PodInfo:
-    """What the pod side tells the container side about one pod."""
-
-    context: PodContext
-    handler: str
-    log_directory: str
-    ready: bool
-    config: pb.PodSandboxConfig = field(default_factory=pb.PodSandboxConfig)
-
-
-class PodProvider(Protocol):
-    def container_pod(self, pod_id: str) -> PodInfo:
-        """The pod, or NotFound naming it."""
-        ...
-
-
-@dataclass
-class ResolvedImage:
-    id: str  # config digest, "sha256:..."
-    repo_ref: str  # a repo digest reference, for ContainerStatus.image_ref
-    config: dict[str, Any]  # the image config's "config" object
-
-
-class ImageProvider(Protocol):
-    async def resolve(self, ref: str) -> ResolvedImage:
-        """The local image named by ref (tag, digest or id); NotFound when absent."""
-        ...
-
-    async def prepare_rootfs(self, container_id: str, image_id: str) -> Path:
-        """A writable, mounted root file system for the container."""
-        ...
-
-    async def release_rootfs(self, container_id: str) -> None: ...
-
-    def rootfs_usage(self, container_id: str) -> tuple[int, int] | None:
-        """(bytes, inodes) used by the container's writable layer."""
-        ...
 
 
 @dataclass
@@ -144,8 +104,7 @@ class ContainerManager:
         self.exit_dir = handlers.conmon.exit_dir
         self.socket_dir = handlers.conmon.socket_dir
         self.store = ContainerStore(Path(config.root_dir) / "containers.db")
-        self.containers: dict[str, Container] = {}
-        self.names: dict[str, str] = {}
+        self.containers: IdIndex[Container] = IdIndex("container")
         self._watcher: asyncio.Task[None] | None = None
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="container-store")
         # container id -> (time ns, cumulative CPU ns) of the last stats call, for usage_nano_cores.
@@ -157,9 +116,7 @@ class ContainerManager:
         for d in (self.dir, self.exit_dir, self.socket_dir):
             d.mkdir(parents=True, exist_ok=True)
         for meta, status in await asyncio.to_thread(self.store.load):
-            c = Container(meta, status)
-            self.containers[meta.id] = c
-            self.names[self._name_key(meta)] = meta.id
+            self.containers.add(meta.id, Container(meta, status), self._name_key(meta))
         await self._recover()
         self._watcher = asyncio.create_task(self._watch_exits())
 
@@ -173,7 +130,7 @@ class ContainerManager:
 
     async def _recover(self) -> None:
         """Reconcile records with reality after a restart (or crash)."""
-        for c in list(self.containers.values()):
+        for c in self.containers.values():
             if c.status.state == CREATING:
                 log.info("container %s: cleaning up a half-created container", c.meta.id)
                 await self._destroy(c)
@@ -191,13 +148,10 @@ class ContainerManager:
         return f"{meta.pod_id}/{meta.name}/{meta.attempt}"
 
     def get(self, container_id: str) -> Container:
-        return by_id_or_prefix(self.containers, container_id, "container")
+        return self.containers.get(container_id)
 
     def find(self, container_id: str) -> Container | None:
-        try:
-            return self.get(container_id)
-        except NotFound:
-            return None
+        return self.containers.find(container_id)
 
     def cpu_rate(self, container_id: str, now: int, cpu_ns: int) -> int | None:
         """CPU use in nanocores since the previous stats call (None on the first), like containerd."""
@@ -245,7 +199,7 @@ class ContainerManager:
                 # One directory listing per tick, not one stat per container.
                 exited = {e.name for e in os.scandir(self.exit_dir)}
                 for cid in exited:
-                    c = self.containers.get(cid)
+                    c = self.containers.exact(cid)
                     if c is not None and c.status.state == RUNNING and not c.lock.locked():
                         self._check_exit(c)
             except Exception:  # noqa: BLE001 - the watcher must survive one bad record
@@ -285,8 +239,7 @@ class ContainerManager:
         c = Container(meta, ContainerState())
         # Record first (crash safety), reserve the name, then build things.
         await asyncio.to_thread(self.store.put, meta, c.status)
-        self.containers[cid] = c
-        self.names[key] = cid
+        self.containers.add(cid, c, key)
         async with c.lock:
             try:
                 await self._create_in_runtime(c, cfg, pod, image, sandbox_config)
@@ -297,10 +250,11 @@ class ContainerManager:
         return cid
 
     def _check_name_free(self, key: str, md: pb.ContainerMetadata, pod_id: str) -> None:
-        if key in self.names:
+        owner = self.containers.name_owner(key)
+        if owner is not None:
             raise AlreadyExists(
                 f"container name {md.name!r} (attempt {md.attempt}) in pod "
-                f"{pod_id} is reserved by container {self.names[key]}"
+                f"{pod_id} is reserved by container {owner}"
             )
 
     async def _create_in_runtime(self, c: Container, cfg: pb.ContainerConfig, pod: PodInfo,
@@ -355,11 +309,8 @@ class ContainerManager:
         with contextlib.suppress(FileNotFoundError):
             (self.exit_dir / meta.id).unlink()
         await asyncio.wrap_future(self._writer.submit(self.store.delete, meta.id))
-        self.containers.pop(meta.id, None)
+        self.containers.remove(meta.id, self._name_key(meta))
         self._cpu_samples.pop(meta.id, None)
-        key = self._name_key(meta)
-        if self.names.get(key) == meta.id:
-            del self.names[key]
 
     async def start_container(self, container_id: str) -> None:
         c = self.get(container_id)
@@ -432,7 +383,7 @@ class ContainerManager:
         if c is None:
             return
         async with c.lock:
-            if self.containers.get(c.meta.id) is not c:
+            if self.containers.exact(c.meta.id) is not c:
                 return  # a concurrent RemoveContainer got here first
             if c.status.state in (CREATED, RUNNING):
                 # CRI: removing a running container removes it forcibly.
@@ -463,7 +414,7 @@ class ContainerManager:
 
     def list(self, f: pb.ContainerFilter | None) -> list[pb.Container]:
         out = []
-        for c in list(self.containers.values()):
+        for c in self.containers.values():
             if f is not None:
                 if f.id and not c.meta.id.startswith(f.id):
                     continue
@@ -472,8 +423,7 @@ class ContainerManager:
                 if f.HasField("state") and STATE_TO_PB[c.status.state] != f.state.state:
                     continue
                 if f.label_selector:
-                    labels = c.config.labels
-                    if any(labels.get(k) != v for k, v in f.label_selector.items()):
+                    if not labels_match(c.config.labels, f.label_selector):
                         continue
             out.append(self.to_pb(c))
         return out

@@ -22,12 +22,12 @@ from typing import Any
 from cri_shim import mounts
 from cri_shim.atomic_file import SHARED_FILE, write_atomic
 from cri_shim.config import Config
-from cri_shim.containers.manager import ResolvedImage
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from cri_shim.imaging import auth, layers, reference, snapshots
 from cri_shim.imaging.registry_client import RegistryClient
 from cri_shim.imaging.store import ContentStore, ImageDB, ImageRecord
+from cri_shim.ports import ResolvedImage
 
 log = logging.getLogger("cri_shim.images")
 

@@ -23,13 +23,13 @@ from pathlib import Path
 from cri_shim import cgroup_paths, cgroupfs, mounts
 from cri_shim.atomic_file import write_atomic
 from cri_shim.config import Config
-from cri_shim.containers.manager import PodInfo
 from cri_shim.containers.spec_gen import PodContext
 from cri_shim.criapi import api_pb2 as pb
-from cri_shim.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
-from cri_shim.id_lookup import by_id_or_prefix
+from cri_shim.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument
+from cri_shim.id_lookup import IdIndex, labels_match
 from cri_shim.network.cni import CNIError, CNINetwork, PodNetworkRequest, pod_ips
 from cri_shim.network.cni_config import NoNetworkConfig, load_default_network
+from cri_shim.ports import PodInfo
 from cri_shim.runtime_handlers import HandlerRegistry
 from cri_shim.sandboxes import infra, namespaces, pod_files, pod_stats
 from cri_shim.sandboxes.store import CREATING, NOTREADY, READY, SandboxMeta, SandboxState, SandboxStore
@@ -94,8 +94,7 @@ class SandboxManager:
         self.publish = publish  # (sandbox id, pb.ContainerEventType)
         self.dir = Path(config.state_dir) / "pods"
         self.store = SandboxStore(Path(config.root_dir) / "sandboxes.db")
-        self.sandboxes: dict[str, Sandbox] = {}
-        self.names: dict[str, str] = {}
+        self.sandboxes: IdIndex[Sandbox] = IdIndex("pod sandbox")
         # Set by the daemon: stop / remove every container of a pod.
         self.stop_containers: Callable[[str], Awaitable[None]] = _noop
         self.remove_containers: Callable[[str], Awaitable[None]] = _noop
@@ -107,10 +106,8 @@ class SandboxManager:
     async def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         for meta, status in await asyncio.to_thread(self.store.load):
-            sb = Sandbox(meta, status)
-            self.sandboxes[meta.id] = sb
-            self.names[self._name_key(meta)] = meta.id
-        for sb in list(self.sandboxes.values()):
+            self.sandboxes.add(meta.id, Sandbox(meta, status), self._name_key(meta))
+        for sb in self.sandboxes.values():
             if sb.status.state == CREATING:
                 log.info("pod %s: cleaning up a half-created sandbox", sb.meta.id)
                 await self._undo_failed_create(sb)
@@ -148,13 +145,10 @@ class SandboxManager:
         return f"{meta.name}_{meta.namespace}_{meta.uid}_{meta.attempt}"
 
     def get(self, sandbox_id: str) -> Sandbox:
-        return by_id_or_prefix(self.sandboxes, sandbox_id, "pod sandbox")
+        return self.sandboxes.get(sandbox_id)
 
     def find(self, sandbox_id: str) -> Sandbox | None:
-        try:
-            return self.get(sandbox_id)
-        except NotFound:
-            return None
+        return self.sandboxes.find(sandbox_id)
 
     def network(self) -> CNINetwork:
         try:
@@ -195,16 +189,16 @@ class SandboxManager:
         meta.infra_cgroup = cgroup_paths.sandbox_cgroup(
             self.config.cgroup_driver, meta.cgroup_parent, meta.id)
         key = self._name_key(meta)
-        if key in self.names:
+        owner = self.sandboxes.name_owner(key)
+        if owner is not None:
             raise AlreadyExists(
                 f"pod sandbox name {md.name!r} in namespace {md.namespace!r} (uid {md.uid!r}, attempt "
-                f"{md.attempt}) is reserved by pod {self.names[key]}"
+                f"{md.attempt}) is reserved by pod {owner}"
             )
         network = None if meta.host_network else self.network()
         sb = Sandbox(meta, SandboxState())
         # Record first: a crash from here on is cleaned up by recovery.
-        self.names[key] = meta.id
-        self.sandboxes[meta.id] = sb
+        self.sandboxes.add(meta.id, sb, key)
         await asyncio.to_thread(self.store.put, meta, sb.status)
         async with sb.lock:
             try:
@@ -354,10 +348,7 @@ class SandboxManager:
             return
         await asyncio.to_thread(shutil.rmtree, sb.dir, True)
         await asyncio.to_thread(self.store.delete, sb.meta.id)
-        self.sandboxes.pop(sb.meta.id, None)
-        key = self._name_key(sb.meta)
-        if self.names.get(key) == sb.meta.id:
-            del self.names[key]
+        self.sandboxes.remove(sb.meta.id, self._name_key(sb.meta))
 
     async def remove_sandbox(self, sandbox_id: str) -> None:
         sb = self.find(sandbox_id)
@@ -366,7 +357,7 @@ class SandboxManager:
         await self.stop_containers(sb.meta.id)
         await self.remove_containers(sb.meta.id)
         async with sb.lock:
-            if self.sandboxes.get(sb.meta.id) is not sb:
+            if self.sandboxes.exact(sb.meta.id) is not sb:
                 return  # a concurrent RemovePodSandbox got here first
             was_ready = sb.status.state == READY
             try:
@@ -407,15 +398,14 @@ class SandboxManager:
 
     def list(self, f: pb.PodSandboxFilter | None) -> list[pb.PodSandbox]:
         out = []
-        for sb in list(self.sandboxes.values()):
+        for sb in self.sandboxes.values():
             if f is not None:
                 if f.id and not sb.meta.id.startswith(f.id):
                     continue
                 if f.HasField("state") and STATE_TO_PB[sb.status.state] != f.state.state:
                     continue
                 if f.label_selector:
-                    labels = sb.config.labels
-                    if any(labels.get(k) != v for k, v in f.label_selector.items()):
+                    if not labels_match(sb.config.labels, f.label_selector):
                         continue
             cfg = sb.config
             out.append(pb.PodSandbox(
@@ -426,7 +416,7 @@ class SandboxManager:
         return out
 
     def container_pod(self, pod_id: str) -> PodInfo:
-        """The container side's view of a pod (see cri_shim.containers.manager.PodInfo)."""
+        """The container side's view of a pod (see cri_shim.ports.PodInfo)."""
         sb = self.get(pod_id)
         cfg = sb.config
         pins = sb.pins()
@@ -446,7 +436,7 @@ class SandboxManager:
         return PodInfo(ctx, sb.meta.handler, cfg.log_directory, sb.status.state == READY, cfg)
 
     def pod_status_for_event(self, sandbox_id: str) -> pb.PodSandboxStatus | None:
-        sb = self.sandboxes.get(sandbox_id)
+        sb = self.sandboxes.exact(sandbox_id)
         if sb is None:
             return None
         return self.status(sandbox_id)[0]

@@ -1,0 +1,53 @@
+"""What the container side needs from the pod and image sides, as types both can import without
+importing the container lifecycle (sandboxes and imaging implement these; containers use them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from cri_shim.criapi import api_pb2 as pb
+
+if TYPE_CHECKING:
+    from cri_shim.containers.spec_gen import PodContext
+
+
+@dataclass
+class PodInfo:
+    """What the pod side tells the container side about one pod."""
+
+    context: PodContext
+    handler: str
+    log_directory: str
+    ready: bool
+    config: pb.PodSandboxConfig = field(default_factory=pb.PodSandboxConfig)
+
+
+class PodProvider(Protocol):
+    def container_pod(self, pod_id: str) -> PodInfo:
+        """The pod, or NotFound naming it."""
+        ...
+
+
+@dataclass
+class ResolvedImage:
+    id: str  # config digest, "sha256:..."
+    repo_ref: str  # a repo digest reference, for ContainerStatus.image_ref
+    config: dict[str, Any]  # the image config's "config" object
+
+
+class ImageProvider(Protocol):
+    async def resolve(self, ref: str) -> ResolvedImage:
+        """The local image named by ref (tag, digest or id); NotFound when absent."""
+        ...
+
+    async def prepare_rootfs(self, container_id: str, image_id: str) -> Path:
+        """A writable, mounted root file system for the container."""
+        ...
+
+    async def release_rootfs(self, container_id: str) -> None: ...
+
+    def rootfs_usage(self, container_id: str) -> tuple[int, int] | None:
+        """(bytes, inodes) used by the container's writable layer."""
+        ...
