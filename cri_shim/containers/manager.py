@@ -51,6 +51,7 @@ from cri_shim.id_lookup import IdIndex, labels_match
 from cri_shim.ports import ImageProvider, PodInfo, PodProvider, ResolvedImage
 from cri_shim.runtime_handlers import HandlerRegistry
 from cri_shim.runtimes.handler_runtime import ContainerCreate
+from cri_shim.stats.rates import CpuRates
 from oci.errors import ContainerNotFound, OCIRuntimeError
 from oci.spec import Process
 
@@ -107,8 +108,8 @@ class ContainerManager:
         self.containers: IdIndex[Container] = IdIndex("container")
         self._watcher: asyncio.Task[None] | None = None
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="container-store")
-        # container id -> (time ns, cumulative CPU ns) of the last stats call, for usage_nano_cores.
-        self._cpu_samples: dict[str, tuple[int, int]] = {}
+        # Previous CPU sample of each container, for ContainerStats' usage_nano_cores (cri_shim.stats).
+        self.cpu_rates = CpuRates()
 
     # --- component lifecycle -------------------------------------------------
 
@@ -152,14 +153,6 @@ class ContainerManager:
 
     def find(self, container_id: str) -> Container | None:
         return self.containers.find(container_id)
-
-    def cpu_rate(self, container_id: str, now: int, cpu_ns: int) -> int | None:
-        """CPU use in nanocores since the previous stats call (None on the first), like containerd."""
-        last = self._cpu_samples.get(container_id)
-        self._cpu_samples[container_id] = (now, cpu_ns)
-        if last is None or now <= last[0] or cpu_ns < last[1]:
-            return None
-        return (cpu_ns - last[1]) * 1_000_000_000 // (now - last[0])
 
     def _persist(self, c: Container) -> concurrent.futures.Future[None]:
         """Write the status off the event loop; one writer thread keeps writes in order."""
@@ -310,7 +303,7 @@ class ContainerManager:
             (self.exit_dir / meta.id).unlink()
         await asyncio.wrap_future(self._writer.submit(self.store.delete, meta.id))
         self.containers.remove(meta.id, self._name_key(meta))
-        self._cpu_samples.pop(meta.id, None)
+        self.cpu_rates.forget(meta.id)
 
     async def start_container(self, container_id: str) -> None:
         c = self.get(container_id)
@@ -511,41 +504,3 @@ def _signal_number(name: str) -> int:
     except KeyError:
         return int(signal.SIGTERM)
 
-
-def container_stats(m: ContainerManager, c: Container) -> pb.ContainerStats:
-    """CPU and memory from the container's cgroup; the writable layer from the image side."""
-    from cri_shim.containers.cgroup_stats import read_usage
-
-    cfg = c.config
-    ts = now_ns()
-    st = pb.ContainerStats(attributes=pb.ContainerAttributes(
-        id=c.meta.id, metadata=cfg.metadata, labels=cfg.labels, annotations=cfg.annotations))
-    if c.status.state == RUNNING and c.meta.cgroups_path:
-        u = read_usage(c.meta.cgroups_path)
-        st.cpu.timestamp = ts
-        if u.cpu_ns is not None:
-            st.cpu.usage_core_nano_seconds.value = u.cpu_ns
-        st.memory.timestamp = ts
-        if u.cpu_ns is not None:
-            nano_cores = m.cpu_rate(c.meta.id, ts, u.cpu_ns)
-            if nano_cores is not None:
-                st.cpu.usage_nano_cores.value = nano_cores
-        if u.working_set is not None:
-            st.memory.working_set_bytes.value = u.working_set
-        if u.available is not None:
-            st.memory.available_bytes.value = u.available
-        if u.memory_usage is not None:
-            st.memory.usage_bytes.value = u.memory_usage
-        if u.rss is not None:
-            st.memory.rss_bytes.value = u.rss
-        if u.page_faults is not None:
-            st.memory.page_faults.value = u.page_faults
-        if u.major_page_faults is not None:
-            st.memory.major_page_faults.value = u.major_page_faults
-    usage = m.images.rootfs_usage(c.meta.id)
-    if usage is not None:
-        st.writable_layer.timestamp = ts
-        st.writable_layer.fs_id.mountpoint = str(Path(m.config.root_dir))
-        st.writable_layer.used_bytes.value = usage[0]
-        st.writable_layer.inodes_used.value = usage[1]
-    return st

@@ -425,7 +425,7 @@ class ImageManager:
         await asyncio.to_thread(self.db.delete_snapshot, container_id)
 
     def rootfs_usage(self, container_id: str) -> tuple[int, int] | None:
-        from cri_shim.containers.cgroup_stats import dir_usage
+        from cri_shim.stats.cgroups import dir_usage
 
         upper = self.ctr_root / container_id / "upper"
         return dir_usage(str(upper)) if upper.exists() else None
@@ -446,7 +446,7 @@ class ImageManager:
         return img
 
     def fs_usage(self) -> tuple[int, int, int, int]:
-        from cri_shim.containers.cgroup_stats import dir_usage
+        from cri_shim.stats.cgroups import dir_usage
 
         ib, ii = dir_usage(str(self.snap_root))
         cb, ci = dir_usage(str(self.content.root))

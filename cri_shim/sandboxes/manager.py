@@ -31,8 +31,9 @@ from cri_shim.network.cni import CNIError, CNINetwork, PodNetworkRequest, pod_ip
 from cri_shim.network.cni_config import NoNetworkConfig, load_default_network
 from cri_shim.ports import PodInfo
 from cri_shim.runtime_handlers import HandlerRegistry
-from cri_shim.sandboxes import infra, namespaces, pod_files, pod_stats
+from cri_shim.sandboxes import infra, namespaces, pod_files
 from cri_shim.sandboxes.store import CREATING, NOTREADY, READY, SandboxMeta, SandboxState, SandboxStore
+from cri_shim.stats.rates import CpuRates
 
 log = logging.getLogger("cri_shim.sandboxes")
 
@@ -99,7 +100,7 @@ class SandboxManager:
         self.stop_containers: Callable[[str], Awaitable[None]] = _noop
         self.remove_containers: Callable[[str], Awaitable[None]] = _noop
         # Previous CPU sample of each pod's cgroup, for PodSandboxStats' usage_nano_cores.
-        self.cpu_rates = pod_stats.CpuRates()
+        self.cpu_rates = CpuRates()
 
     # --- component --------------------------------------------------------------
 

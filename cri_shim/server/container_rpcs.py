@@ -1,4 +1,5 @@
-"""CreateContainer, Start/Stop/Remove, List, Status, ExecSync, Update, ReopenContainerLog."""
+"""CreateContainer, Start/Stop/Remove, List, Status, ExecSync, Update, ReopenContainerLog;
+stats and metrics, computed in cri_shim.stats."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import TYPE_CHECKING
 from cri_shim import validation
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.errors import InvalidArgument
+from cri_shim.stats import container as stats_container
+from cri_shim.stats import metrics
 
 if TYPE_CHECKING:
     from cri_shim.containers.manager import ContainerManager
@@ -82,54 +85,21 @@ class ContainerRPCs:
     async def ContainerStats(
         self, request: pb.ContainerStatsRequest, context: object
     ) -> pb.ContainerStatsResponse:
-        from cri_shim.containers.manager import container_stats
-
         c = self._containers.get(request.container_id)
-        return pb.ContainerStatsResponse(stats=container_stats(self._containers, c))
+        return pb.ContainerStatsResponse(stats=stats_container.container_stats(self._containers, c))
 
     async def ListContainerStats(
         self, request: pb.ListContainerStatsRequest, context: object
     ) -> pb.ListContainerStatsResponse:
-        from cri_shim.containers.manager import container_stats
-
-        f = request.filter
-        out = []
-        for c in list(self._containers.containers.values()):
-            if f.id and not c.meta.id.startswith(f.id):
-                continue
-            if f.pod_sandbox_id and not c.meta.pod_id.startswith(f.pod_sandbox_id):
-                continue
-            if f.label_selector and any(c.config.labels.get(k) != v for k, v in f.label_selector.items()):
-                continue
-            out.append(container_stats(self._containers, c))
-        return pb.ListContainerStatsResponse(stats=out)
+        return pb.ListContainerStatsResponse(
+            stats=stats_container.list_container_stats(self._containers, request.filter))
 
     async def ListMetricDescriptors(
         self, request: pb.ListMetricDescriptorsRequest, context: object
     ) -> pb.ListMetricDescriptorsResponse:
-        from cri_shim.containers import metrics
-
         return pb.ListMetricDescriptorsResponse(descriptors=metrics.descriptors())
 
     async def ListPodSandboxMetrics(
         self, request: pb.ListPodSandboxMetricsRequest, context: object
     ) -> pb.ListPodSandboxMetricsResponse:
-        import time
-
-        from cri_shim.containers import metrics
-        from cri_shim.containers.store import RUNNING
-
-        ts = time.time_ns()
-        items = []
-        for c in list(self._containers.containers.values()):
-            if c.status.state != RUNNING or not c.meta.cgroups_path:
-                continue
-            cfg = c.config
-            labels = [
-                c.meta.name, c.meta.cgroups_path, c.meta.image_ref, c.meta.id,
-                cfg.labels.get("io.kubernetes.pod.namespace", ""),
-                cfg.labels.get("io.kubernetes.pod.name", ""),
-            ]
-            cm = metrics.container_metrics(c.meta.id, c.meta.cgroups_path, labels, ts)
-            items.append((c.meta.pod_id, cm))
-        return pb.ListPodSandboxMetricsResponse(pod_metrics=metrics.group_by_pod(items))
+        return pb.ListPodSandboxMetricsResponse(pod_metrics=metrics.pod_sandbox_metrics(self._containers))

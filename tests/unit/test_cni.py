@@ -86,7 +86,7 @@ def test_pod_files(tmp_path: Path) -> None:
 
 
 def test_net_dev_parsing() -> None:
-    from cri_shim.sandboxes.pod_stats import network_usage
+    from cri_shim.stats.pod import network_usage
 
     text = ("Inter-|   Receive                            |  Transmit\n"
             " face |bytes    packets errs drop fifo frame compressed multicast|bytes packets errs drop ...\n"

@@ -7,9 +7,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cri_shim.containers import cgroup_stats, conmon
+from cri_shim.containers import conmon
 from cri_shim.errors import Internal, NotFound
 from cri_shim.server.interceptor import status_for
+from cri_shim.stats import cgroups as cgroup_stats
 
 
 def args(tmp_path: Path, **kw) -> conmon.ConmonArgs:

@@ -25,6 +25,9 @@ OCI_USERS: dict[str, set[str]] = {
     "cri_shim.runtimes": {"oci.spec", "oci.runtime", "oci.cli_runtime", "oci.errors", "oci.blocking"},
     "cri_shim.runtime_handlers": {"oci.errors"},
 }
+# Not listed, so they may import no oci module at all: cri_shim.stats (container and pod stats
+# and metrics, read from cgroupfs and /proc), cri_shim.ports (what containers need from pods and
+# images) and cri_shim.id_lookup (the id index both managers keep), like server/ and sandboxes/.
 # What pyrunc may import from oci outside its own package: the stdlib-only writer, nothing else.
 # It never sees the spec model (oci.spec, oci.builder, oci._model): it reads config.json as
 # plain dicts, because it starts afresh for every runtime command and typing costs milliseconds.

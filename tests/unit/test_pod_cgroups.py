@@ -17,7 +17,8 @@ from cri_shim.cgroupfs import Hierarchy
 from cri_shim.containers import conmon_cgroup
 from cri_shim.containers.spec_gen import PodContext
 from cri_shim.errors import Internal, InvalidArgument
-from cri_shim.sandboxes import infra, pod_stats
+from cri_shim.sandboxes import infra
+from cri_shim.stats import pod as pod_stats
 
 POD = "p" * 64
 CID = "c" * 64

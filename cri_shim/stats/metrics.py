@@ -6,10 +6,16 @@ them into Prometheus series.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from cri_shim.containers.cgroup_stats import Usage, read_usage
+from cri_shim.containers.store import RUNNING
 from cri_shim.criapi import api_pb2 as pb
+from cri_shim.stats.cgroups import Usage, read_usage
+
+if TYPE_CHECKING:
+    from cri_shim.containers.manager import ContainerManager
 
 LABELS = ["container", "id", "image", "name", "namespace", "pod"]
 
@@ -49,3 +55,20 @@ def group_by_pod(items: Iterable[tuple[str, pb.ContainerMetrics]]) -> list[pb.Po
     for pod_id, cm in items:
         pods.setdefault(pod_id, pb.PodSandboxMetrics(pod_sandbox_id=pod_id)).container_metrics.append(cm)
     return list(pods.values())
+
+
+def pod_sandbox_metrics(containers: ContainerManager) -> list[pb.PodSandboxMetrics]:
+    """ListPodSandboxMetrics: every running container's metrics, grouped by pod."""
+    ts = time.time_ns()
+    items = []
+    for c in containers.containers.values():
+        if c.status.state != RUNNING or not c.meta.cgroups_path:
+            continue
+        cfg = c.config
+        labels = [
+            c.meta.name, c.meta.cgroups_path, c.meta.image_ref, c.meta.id,
+            cfg.labels.get("io.kubernetes.pod.namespace", ""),
+            cfg.labels.get("io.kubernetes.pod.name", ""),
+        ]
+        items.append((c.meta.pod_id, container_metrics(c.meta.id, c.meta.cgroups_path, labels, ts)))
+    return group_by_pod(items)

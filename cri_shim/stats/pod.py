@@ -1,6 +1,8 @@
-"""PodSandboxStats: the pod's cgroup (or the sum of its containers) and its network's counters.
+"""PodSandboxStats: the pod's cgroup (or the sum of its containers) and its network's counters
+(containerd: sandbox_stats_linux.go).
 
-Everything here is read from /proc and cgroupfs without a subprocess: the kubelet polls.
+Everything here is read from /proc and cgroupfs without a subprocess (the kubelet polls), except
+for pods made before the infra process existed, whose network is read by entering its pin.
 """
 
 from __future__ import annotations
@@ -8,10 +10,19 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cri_shim.containers.cgroup_stats import CGROUP_ROOT, read_usage
+from cri_shim.containers.store import RUNNING
 from cri_shim.criapi import api_pb2 as pb
+from cri_shim.id_lookup import labels_match
 from cri_shim.sandboxes import infra
+from cri_shim.stats.cgroups import CGROUP_ROOT, read_process_count, read_usage
+from cri_shim.stats.container import container_stats
+from cri_shim.stats.rates import CpuRates
+
+if TYPE_CHECKING:
+    from cri_shim.containers.manager import ContainerManager
+    from cri_shim.sandboxes.manager import SandboxManager
 
 
 def parse_net_dev(text: str) -> dict[str, tuple[int, int, int, int]]:
@@ -72,24 +83,6 @@ def network_usage(text: str, ts: int) -> pb.NetworkUsage | None:
     return usage
 
 
-class CpuRates:
-    """usage_nano_cores from the previous sample of each pod, like containerd (the kubelet's
-    summary API reports it; a cumulative counter alone is not a rate)."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, tuple[int, int]] = {}
-
-    def rate(self, key: str, now: int, cpu_ns: int) -> int | None:
-        last = self._last.get(key)
-        self._last[key] = (now, cpu_ns)
-        if last is None or now <= last[0] or cpu_ns < last[1]:
-            return None
-        return (cpu_ns - last[1]) * 1_000_000_000 // (now - last[0])
-
-    def forget(self, key: str) -> None:
-        self._last.pop(key, None)
-
-
 def pod_cgroup_usage(cgroup: str, ts: int, rates: CpuRates | None = None, root: Path = CGROUP_ROOT
                      ) -> tuple[pb.CpuUsage, pb.MemoryUsage] | None:
     """CPU and memory of the pod's cgroup parent: containers, infra process and conmon alike."""
@@ -123,3 +116,49 @@ def sum_containers(stats: list[pb.ContainerStats], ts: int) -> tuple[pb.CpuUsage
 
 def now() -> int:
     return time.time_ns()
+
+
+async def pod_sandbox_stats(pods: SandboxManager, containers: ContainerManager, pod_id: str
+                            ) -> pb.PodSandboxStats:
+    sb = pods.get(pod_id)
+    cfg = sb.config
+    ts = now()
+    out = pb.PodSandboxStats(attributes=pb.PodSandboxAttributes(
+        id=sb.meta.id, metadata=cfg.metadata, labels=cfg.labels, annotations=cfg.annotations))
+    members = containers.pod_containers(sb.meta.id)
+    cstats = [container_stats(containers, c) for c in members]
+    # The pod's cgroup also holds the infra process and conmon; pods made before the
+    # infra process existed fall back to their containers' sum.
+    usage = pod_cgroup_usage(sb.pod_cgroup, ts, pods.cpu_rates) if sb.pod_cgroup else None
+    cpu, memory = usage or sum_containers(cstats, ts)
+    out.linux.cpu.CopyFrom(cpu)
+    out.linux.memory.CopyFrom(memory)
+    out.linux.containers.extend(cstats)
+    counts = [read_process_count(c.meta.cgroups_path) for c in members
+              if c.status.state == RUNNING and c.meta.cgroups_path]
+    out.linux.process.timestamp = ts
+    out.linux.process.process_count.value = sum(n for n in counts if n)
+    text = infra_net_dev(sb.status.infra_pid, sb.status.infra_start)
+    netns = str(sb.pins().get("net", ""))
+    if not text and netns:
+        # No infra process to read through: a running container sees the same namespace.
+        # Entering the pin costs a subprocess per poll, so only pods made before the infra
+        # process existed do that.
+        running = [c.status.pid for c in members if c.status.state == RUNNING and c.status.pid]
+        text = await read_net_dev("" if sb.meta.infra_cgroup else netns, running)
+    network = network_usage(text, ts)
+    if network is not None:
+        out.linux.network.CopyFrom(network)
+    return out
+
+
+async def list_pod_sandbox_stats(pods: SandboxManager, containers: ContainerManager,
+                                 f: pb.PodSandboxStatsFilter) -> list[pb.PodSandboxStats]:
+    out = []
+    for sb in pods.sandboxes.values():
+        if f.id and not sb.meta.id.startswith(f.id):
+            continue
+        if f.label_selector and not labels_match(sb.config.labels, f.label_selector):
+            continue
+        out.append(await pod_sandbox_stats(pods, containers, sb.meta.id))
+    return out
