@@ -49,7 +49,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from cri_shim.criapi import api_pb2 as pb
     from cri_shim.criapi import api_pb2_grpc
     from cri_shim.imaging import reference
-    from cri_shim.imaging.manager import progress_file
+    from cri_shim.imaging.pull_progress import progress_file
 
     cfg = _effective_config(args)
     ref = str(reference.parse(args.ref))

@@ -13,7 +13,7 @@ from typing import Any
 
 from cri_shim.errors import InvalidArgument
 from cri_shim.imaging import reference
-from cri_shim.imaging.manager import INDEX_TYPES, select_platform
+from cri_shim.imaging.manifests import INDEX_TYPES, select_platform
 
 REF_NAME = "org.opencontainers.image.ref.name"
 

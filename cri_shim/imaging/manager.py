@@ -10,59 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import os
-import platform
-import time
 from pathlib import Path
 from typing import Any
 
 from cri_shim import mounts
-from cri_shim.atomic_file import SHARED_FILE, write_atomic
 from cri_shim.config import Config
-from cri_shim.criapi import api_pb2 as pb
 from cri_shim.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from cri_shim.imaging import auth, layers, reference, snapshots
+from cri_shim.imaging.manifests import INDEX_TYPES, chain_ids, parse_json, select_platform
+from cri_shim.imaging.pull_progress import Progress, progress_file
 from cri_shim.imaging.registry_client import RegistryClient
 from cri_shim.imaging.store import ContentStore, ImageDB, ImageRecord
 from cri_shim.ports import ResolvedImage
 
 log = logging.getLogger("cri_shim.images")
-
-INDEX_TYPES = {"application/vnd.oci.image.index.v1+json",
-               "application/vnd.docker.distribution.manifest.list.v2+json"}
-GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
-
-
-def host_platform() -> tuple[str, str, str]:
-    machine = platform.machine()
-    arch = GOARCH.get(machine, machine)
-    variant = "v8" if arch == "arm64" else ("v7" if arch == "arm" else "")
-    return "linux", arch, variant
-
-
-def select_platform(index: dict[str, Any], ref: str) -> str:
-    """The manifest digest for this host's platform (variant optional when absent)."""
-    os_, arch, variant = host_platform()
-    candidates = []
-    for m in index.get("manifests") or []:
-        p = m.get("platform") or {}
-        if p.get("os") == os_ and p.get("architecture") == arch:
-            if not p.get("variant") or not variant or p.get("variant") == variant:
-                candidates.append(m)
-    if not candidates:
-        raise NotFound(f"image {ref}: no manifest for platform {os_}/{arch} in its index")
-    return str(candidates[0]["digest"])
-
-
-def chain_ids(diff_ids: list[str]) -> list[str]:
-    out: list[str] = []
-    for d in diff_ids:
-        out.append(d if not out else "sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
-    return out
-
 
 class ImageManager:
     def __init__(self, config: Config, *, collect_garbage: bool = True) -> None:
@@ -156,13 +119,13 @@ class ImageManager:
 
     async def _pull(self, ref: reference.Reference, client: RegistryClient) -> str:
         media, body, digest = await client.manifest(ref.lookup)
-        manifest = _json(body, f"manifest of {ref}")
+        manifest = parse_json(body, f"manifest of {ref}")
         blobs = [digest]
         if media in INDEX_TYPES or "manifests" in manifest:
             await asyncio.to_thread(self.content.write, digest, body)
             digest = select_platform(manifest, str(ref))
             media, body, digest = await client.manifest(digest)
-            manifest = _json(body, f"manifest of {ref}")
+            manifest = parse_json(body, f"manifest of {ref}")
             blobs.append(digest)
         await asyncio.to_thread(self.content.write, digest, body)
         config_desc = manifest.get("config") or {}
@@ -170,10 +133,10 @@ class ImageManager:
         if not isinstance(layer_descs, list) or "digest" not in config_desc:
             raise InvalidArgument(f"image {ref}: manifest {digest} is not an image manifest")
         total = sum(int(d.get("size", 0)) for d in layer_descs)
-        progress = _Progress(str(ref), total, self.config.images.pull_progress_interval,
-                             progress_file(self.config.state_dir, str(ref)))
+        progress = Progress(str(ref), total, self.config.images.pull_progress_interval,
+                            progress_file(self.config.state_dir, str(ref)))
         await self._fetch(client, config_desc["digest"], progress)
-        image_config = _json(self.content.path(config_desc["digest"]).read_bytes(), f"config of {ref}")
+        image_config = parse_json(self.content.path(config_desc["digest"]).read_bytes(), f"config of {ref}")
         diff_ids = list((image_config.get("rootfs") or {}).get("diff_ids") or [])
         if len(diff_ids) != len(layer_descs):
             raise InvalidArgument(f"image {ref}: {len(layer_descs)} layers but {len(diff_ids)} diff_ids")
@@ -202,13 +165,7 @@ class ImageManager:
             rec.blobs = sorted(set(rec.blobs) | set(blobs))
             rec.size = sum(int(d.get("size", 0)) for d in layer_descs) + len(body)
             if ref.tag and not ref.digest:
-                tag = f"{ref.repository}:{ref.tag}"
-                for other in self.images.values():  # a tag points at one image only
-                    if other.id != image_id and tag in other.repo_tags:
-                        other.repo_tags.remove(tag)
-                        await asyncio.to_thread(self.db.put_image, other)
-                if tag not in rec.repo_tags:
-                    rec.repo_tags.append(tag)
+                await self._move_tag(rec, f"{ref.repository}:{ref.tag}")
             rd = f"{ref.repository}@{blobs[0]}"
             if rd not in rec.repo_digests:
                 rec.repo_digests.append(rd)
@@ -217,7 +174,7 @@ class ImageManager:
         log.info("pulled %s as %s", ref, image_id)
         return image_id
 
-    async def _fetch(self, client: RegistryClient, digest: str, progress: _Progress) -> None:
+    async def _fetch(self, client: RegistryClient, digest: str, progress: Progress) -> None:
         if self.content.has(digest):
             progress.add(0)
             return
@@ -309,7 +266,7 @@ class ImageManager:
                 tmp = self.content.tmp / f"{digest[7:]}.import"
                 await asyncio.to_thread(shutil.copyfile, p, tmp)
                 await asyncio.to_thread(self.content.commit, tmp, digest)
-        image_config = _json(self.content.path(img.config_digest).read_bytes(), f"config in {source}")
+        image_config = parse_json(self.content.path(img.config_digest).read_bytes(), f"config in {source}")
         diff_ids = list((image_config.get("rootfs") or {}).get("diff_ids") or [])
         if len(diff_ids) != len(img.layer_digests):
             raise InvalidArgument(f"{source}: {len(img.layer_digests)} layers but {len(diff_ids)} diff_ids")
@@ -322,12 +279,7 @@ class ImageManager:
             rec.blobs = sorted(set(rec.blobs) | set(img.blobs))
             rec.size = sum(p.stat().st_size for p in img.blobs.values())
             for name in img.names:
-                for other in self.images.values():
-                    if other.id != rec.id and name in other.repo_tags:
-                        other.repo_tags.remove(name)
-                        await asyncio.to_thread(self.db.put_image, other)
-                if name not in rec.repo_tags:
-                    rec.repo_tags.append(name)
+                await self._move_tag(rec, name)
                 if img.manifest_digest:
                     rd = f"{reference.parse(name).repository}@{img.manifest_digest}"
                     if rd not in rec.repo_digests:
@@ -336,6 +288,16 @@ class ImageManager:
             self.images[rec.id] = rec
         log.info("imported %s from %s as %s", ", ".join(img.names) or "an untagged image", source, rec.id)
         return rec.id
+
+    async def _move_tag(self, rec: ImageRecord, tag: str) -> None:
+        """Give rec the tag, taking it from any other image: a tag points at one image only.
+        Called under self._lock; rec itself is written by the caller."""
+        for other in self.images.values():
+            if other.id != rec.id and tag in other.repo_tags:
+                other.repo_tags.remove(tag)
+                await asyncio.to_thread(self.db.put_image, other)
+        if tag not in rec.repo_tags:
+            rec.repo_tags.append(tag)
 
     async def reload(self) -> None:
         """Re-read the image index (after `cri-shim images import` wrote to the store)."""
@@ -430,20 +392,7 @@ class ImageManager:
         upper = self.ctr_root / container_id / "upper"
         return dir_usage(str(upper)) if upper.exists() else None
 
-    # --- CRI views ----------------------------------------------------------------------------------
-
-    def to_pb(self, rec: ImageRecord) -> pb.Image:
-        img = pb.Image(id=rec.id, repo_tags=rec.repo_tags, repo_digests=rec.repo_digests, size=rec.size,
-                       spec=pb.ImageSpec(image=rec.id), pinned=rec.pinned)
-        user = str((rec.config.get("config") or {}).get("User") or "")
-        name = user.split(":")[0]
-        if name.isdigit():
-            img.uid.value = int(name)
-        elif name:
-            img.username = name
-        else:
-            img.uid.value = 0
-        return img
+    # --- disk usage ---------------------------------------------------------------------------------
 
     def fs_usage(self) -> tuple[int, int, int, int]:
         from cri_shim.stats.cgroups import dir_usage
@@ -456,50 +405,3 @@ class ImageManager:
             rb, ri = rb + b, ri + i
         return ib + cb, ii + ci, rb, ri
 
-
-def _json(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        raise InvalidArgument(f"{what} is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise InvalidArgument(f"{what} is not a JSON object")
-    return doc
-
-
-def progress_file(state_dir: str, ref: str) -> Path:
-    """Where a pull of ref publishes its progress for `cri-shim images pull` to draw."""
-    return Path(state_dir) / "pulls" / (hashlib.sha256(ref.encode()).hexdigest()[:24] + ".json")
-
-
-class _Progress:
-    """Logs a pull's progress at an interval and keeps a small JSON file current for the CLI."""
-
-    FILE_INTERVAL = 0.2
-
-    def __init__(self, ref: str, total: int, interval: float, path: Path) -> None:
-        self.ref, self.total, self.interval, self.path = ref, total, interval, path
-        self.done_bytes = 0
-        self.last_log = self.last_file = time.monotonic()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._write(False)
-
-    def _write(self, finished: bool) -> None:
-        # Not durable: only a live `images pull` reads it, and a crash ends the pull anyway.
-        write_atomic(self.path, json.dumps({"ref": self.ref, "done": self.done_bytes,
-                                            "total": self.total, "finished": finished}),
-                     SHARED_FILE, durable=False)
-
-    def add(self, n: int) -> None:
-        self.done_bytes += n
-        now = time.monotonic()
-        if now - self.last_log >= self.interval:
-            self.last_log = now
-            log.info("pulling %s: %d / %d bytes", self.ref, self.done_bytes, self.total)
-        if now - self.last_file >= self.FILE_INTERVAL:
-            self.last_file = now
-            self._write(False)
-
-    def done(self) -> None:
-        log.info("pulling %s: %d / %d bytes, done", self.ref, self.done_bytes, self.total)
-        self._write(True)

@@ -14,6 +14,21 @@ from cri_shim.server.unimplemented import fill_unimplemented
 if TYPE_CHECKING:
     from cri_shim.daemon import Daemon
     from cri_shim.imaging.manager import ImageManager
+    from cri_shim.imaging.store import ImageRecord
+
+
+def image_pb(rec: ImageRecord) -> pb.Image:
+    img = pb.Image(id=rec.id, repo_tags=rec.repo_tags, repo_digests=rec.repo_digests, size=rec.size,
+                   spec=pb.ImageSpec(image=rec.id), pinned=rec.pinned)
+    user = str((rec.config.get("config") or {}).get("User") or "")
+    name = user.split(":")[0]
+    if name.isdigit():
+        img.uid.value = int(name)
+    elif name:
+        img.username = name
+    else:
+        img.uid.value = 0
+    return img
 
 
 class ImageService(api_pb2_grpc.ImageServiceServicer):
@@ -32,20 +47,20 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
 
     async def ListImages(self, request: pb.ListImagesRequest, context: object) -> pb.ListImagesResponse:
         f = request.filter if request.HasField("filter") else None
-        imgs = [self._images.to_pb(r) for r in list(self._images.images.values())]
+        imgs = [image_pb(r) for r in list(self._images.images.values())]
         return pb.ListImagesResponse(images=[i for i in imgs if self._matches(i, f)])
 
     async def StreamImages(
         self, request: pb.StreamImagesRequest, context: object
     ) -> AsyncIterator[pb.StreamImagesResponse]:
         for r in list(self._images.images.values()):
-            yield pb.StreamImagesResponse(image=self._images.to_pb(r))
+            yield pb.StreamImagesResponse(image=image_pb(r))
 
     async def ImageStatus(self, request: pb.ImageStatusRequest, context: object) -> pb.ImageStatusResponse:
         rec = self._images.find(request.image.image)
         if rec is None:
             return pb.ImageStatusResponse()  # CRI: a missing image is an empty answer
-        resp = pb.ImageStatusResponse(image=self._images.to_pb(rec))
+        resp = pb.ImageStatusResponse(image=image_pb(rec))
         if request.verbose:
             resp.info["info"] = json.dumps({"imageSpec": rec.config, "chainIDs": rec.chain})
         return resp

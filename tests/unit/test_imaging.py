@@ -15,7 +15,7 @@ import zstandard
 
 from cri_shim.errors import InvalidArgument, Unauthenticated
 from cri_shim.imaging import auth, layers, reference
-from cri_shim.imaging.manager import chain_ids, host_platform, select_platform
+from cri_shim.imaging.manifests import chain_ids, host_platform, select_platform
 from cri_shim.imaging.registry_client import RegistryClient, base_urls
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
