@@ -7,6 +7,11 @@ of exits and after a restart.
 The manager holds an in-memory index (answers List and Status without I/O) backed
 by the sqlite store, a per-container lock for mutating calls, and one background
 task that notices exits recorded by conmon.
+
+It is somewhat over 400 lines on purpose: it is the one state machine of a container (create,
+start, stop, remove, exits, recovery, exec, update), kept in one place so every transition and
+its lock can be read together. The CRI views (`views`), stats (cri_shim.stats), the id index
+(cri_shim.id_lookup) and the port types (cri_shim.ports) live elsewhere.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 from cri_shim import cgroup_paths
 from cri_shim.atomic_file import PRIVATE_FILE, write_atomic
 from cri_shim.config import Config
-from cri_shim.containers import conmon, conmon_cgroup
+from cri_shim.containers import conmon, conmon_cgroup, views
 from cri_shim.containers.spec_gen import ImageContext, build_spec
 from cri_shim.containers.store import (
     CREATED,
@@ -47,7 +52,7 @@ from cri_shim.errors import (
     InvalidArgument,
     NotFound,
 )
-from cri_shim.id_lookup import IdIndex, labels_match
+from cri_shim.id_lookup import IdIndex
 from cri_shim.ports import ImageProvider, PodInfo, PodProvider, ResolvedImage
 from cri_shim.runtime_handlers import HandlerRegistry
 from cri_shim.runtimes.handler_runtime import ContainerCreate
@@ -58,14 +63,6 @@ from oci.spec import Process
 log = logging.getLogger("cri_shim.containers")
 
 EXIT_POLL_INTERVAL = 0.2
-
-STATE_TO_PB = {
-    CREATING: pb.CONTAINER_UNKNOWN,
-    CREATED: pb.CONTAINER_CREATED,
-    RUNNING: pb.CONTAINER_RUNNING,
-    EXITED: pb.CONTAINER_EXITED,
-}
-
 
 @dataclass
 class Container:
@@ -395,62 +392,13 @@ class ContainerManager:
 
     # --- queries ------------------------------------------------------------------
 
-    def to_pb(self, c: Container) -> pb.Container:
-        cfg = c.config
-        return pb.Container(
-            id=c.meta.id, pod_sandbox_id=c.meta.pod_id, metadata=cfg.metadata,
-            image=pb.ImageSpec(image=c.meta.image_id, user_specified_image=c.meta.image_ref),
-            image_ref=c.meta.image_repo_ref or c.meta.image_id, state=STATE_TO_PB[c.status.state],
-            created_at=c.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
-            image_id=c.meta.image_id,
-        )
-
     def list(self, f: pb.ContainerFilter | None) -> list[pb.Container]:
-        out = []
-        for c in self.containers.values():
-            if f is not None:
-                if f.id and not c.meta.id.startswith(f.id):
-                    continue
-                if f.pod_sandbox_id and not c.meta.pod_id.startswith(f.pod_sandbox_id):
-                    continue
-                if f.HasField("state") and STATE_TO_PB[c.status.state] != f.state.state:
-                    continue
-                if f.label_selector:
-                    if not labels_match(c.config.labels, f.label_selector):
-                        continue
-            out.append(self.to_pb(c))
-        return out
+        return [views.container_pb(c) for c in self.containers.values() if views.matches(c, f)]
 
     def status(self, container_id: str, verbose: bool = False) -> tuple[pb.ContainerStatus, dict[str, str]]:
         c = self.get(container_id)
         self._check_exit(c)
-        cfg = c.config
-        st = pb.ContainerStatus(
-            id=c.meta.id, metadata=cfg.metadata, state=STATE_TO_PB[c.status.state],
-            created_at=c.meta.created_at, started_at=c.status.started_at,
-            finished_at=c.status.finished_at, exit_code=c.status.exit_code,
-            image=pb.ImageSpec(image=c.meta.image_ref, user_specified_image=c.meta.image_ref),
-            image_ref=c.meta.image_repo_ref or c.meta.image_id, reason=c.status.reason,
-            message=c.status.message, labels=cfg.labels, annotations=cfg.annotations,
-            mounts=cfg.mounts, log_path=c.meta.log_path, image_id=c.meta.image_id,
-        )
-        resources = (pb.LinuxContainerResources.FromString(c.status.resources)
-                     if c.status.resources else cfg.linux.resources)
-        st.resources.linux.CopyFrom(resources)
-        st.user.linux.uid = c.meta.uid
-        st.user.linux.gid = c.meta.gid
-        st.user.linux.supplemental_groups.extend(c.meta.supplemental_groups)
-        info: dict[str, str] = {}
-        if verbose:
-            spec_text = ""
-            with contextlib.suppress(OSError):
-                spec_text = (Path(c.meta.bundle) / "config.json").read_text()
-            info["info"] = json.dumps({
-                "sandboxID": c.meta.pod_id, "pid": c.status.pid, "runtimeHandler": c.meta.handler,
-                "bundle": c.meta.bundle, "cgroupsPath": c.meta.cgroups_path,
-                "runtimeSpec": json.loads(spec_text) if spec_text else None,
-            })
-        return st, info
+        return views.container_status(c, verbose)
 
     # --- exec and resources -------------------------------------------------------------
 

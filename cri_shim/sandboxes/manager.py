@@ -23,24 +23,20 @@ from pathlib import Path
 from cri_shim import cgroup_paths, cgroupfs, mounts
 from cri_shim.atomic_file import write_atomic
 from cri_shim.config import Config
-from cri_shim.containers.spec_gen import PodContext
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument
-from cri_shim.id_lookup import IdIndex, labels_match
+from cri_shim.id_lookup import IdIndex
 from cri_shim.network.cni import CNIError, CNINetwork, PodNetworkRequest, pod_ips
 from cri_shim.network.cni_config import NoNetworkConfig, load_default_network
 from cri_shim.ports import PodInfo
 from cri_shim.runtime_handlers import HandlerRegistry
-from cri_shim.sandboxes import infra, namespaces, pod_files
+from cri_shim.sandboxes import infra, namespaces, pod_files, views
 from cri_shim.sandboxes.store import CREATING, NOTREADY, READY, SandboxMeta, SandboxState, SandboxStore
 from cri_shim.stats.rates import CpuRates
 
 log = logging.getLogger("cri_shim.sandboxes")
 
 SHM_SIZE = 64 << 20
-
-STATE_TO_PB = {CREATING: pb.SANDBOX_NOTREADY, READY: pb.SANDBOX_READY, NOTREADY: pb.SANDBOX_NOTREADY}
-
 
 @dataclass
 class Sandbox:
@@ -372,69 +368,14 @@ class SandboxManager:
     # --- queries ---------------------------------------------------------------------------
 
     def status(self, sandbox_id: str, verbose: bool = False) -> tuple[pb.PodSandboxStatus, dict[str, str]]:
-        sb = self.get(sandbox_id)
-        cfg = sb.config
-        st = pb.PodSandboxStatus(
-            id=sb.meta.id, metadata=cfg.metadata, state=STATE_TO_PB[sb.status.state],
-            created_at=sb.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
-            runtime_handler=sb.meta.handler,
-        )
-        if sb.status.ips:
-            st.network.ip = sb.status.ips[0]
-            st.network.additional_ips.extend(pb.PodIP(ip=ip) for ip in sb.status.ips[1:])
-        st.linux.namespaces.options.CopyFrom(cfg.linux.security_context.namespace_options)
-        info: dict[str, str] = {}
-        if verbose:
-            result = None
-            with contextlib.suppress(OSError, ValueError):
-                result = json.loads((sb.dir / "cni-result.json").read_text())
-            info["info"] = json.dumps({
-                "pid": sb.status.infra_pid or sb.status.holder_pid, "state": sb.status.state,
-                "runtimeHandler": sb.meta.handler, "namespaces": {k: str(v) for k, v in sb.pins().items()},
-                "cniResult": result, "cgroupParent": sb.meta.cgroup_parent,
-                "infraCgroup": sb.meta.infra_cgroup, "dir": sb.meta.dir,
-                "config": json.loads(_to_json(cfg)),
-            })
-        return st, info
+        return views.sandbox_status(self.get(sandbox_id), verbose)
 
     def list(self, f: pb.PodSandboxFilter | None) -> list[pb.PodSandbox]:
-        out = []
-        for sb in self.sandboxes.values():
-            if f is not None:
-                if f.id and not sb.meta.id.startswith(f.id):
-                    continue
-                if f.HasField("state") and STATE_TO_PB[sb.status.state] != f.state.state:
-                    continue
-                if f.label_selector:
-                    if not labels_match(sb.config.labels, f.label_selector):
-                        continue
-            cfg = sb.config
-            out.append(pb.PodSandbox(
-                id=sb.meta.id, metadata=cfg.metadata, state=STATE_TO_PB[sb.status.state],
-                created_at=sb.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
-                runtime_handler=sb.meta.handler,
-            ))
-        return out
+        return [views.sandbox_pb(sb) for sb in self.sandboxes.values() if views.matches(sb, f)]
 
     def container_pod(self, pod_id: str) -> PodInfo:
         """The container side's view of a pod (see cri_shim.ports.PodInfo)."""
-        sb = self.get(pod_id)
-        cfg = sb.config
-        pins = sb.pins()
-        pidns = f"/proc/{sb.status.holder_pid}/ns/pid" if sb.status.holder_pid else None
-        ctx = PodContext(
-            id=sb.meta.id, hostname=(sb.dir / "hostname").read_text().strip() if sb.dir.exists() else "",
-            netns_path=str(pins["net"]) if "net" in pins else None,
-            ipcns_path=str(pins["ipc"]) if "ipc" in pins else None,
-            utsns_path=str(pins["uts"]) if "uts" in pins else None,
-            pidns_path=pidns, host_pid=sb.meta.host_pid, cgroup_parent=sb.meta.cgroup_parent,
-            hosts_path=str(sb.dir / "hosts"), resolv_path=str(sb.dir / "resolv.conf"),
-            hostname_path=str(sb.dir / "hostname"),
-            shm_path=str(sb.shm_path) if not sb.meta.host_ipc else "/dev/shm",
-            sysctls=dict(cfg.linux.sysctls), annotations=dict(cfg.annotations),
-            name=sb.meta.name, namespace=sb.meta.namespace, uid=sb.meta.uid,
-        )
-        return PodInfo(ctx, sb.meta.handler, cfg.log_directory, sb.status.state == READY, cfg)
+        return views.pod_info(self.get(pod_id))
 
     def pod_status_for_event(self, sandbox_id: str) -> pb.PodSandboxStatus | None:
         sb = self.sandboxes.exact(sandbox_id)
@@ -449,12 +390,6 @@ def _namespaced_sysctl(key: str, sb: Sandbox) -> bool:
     if key.startswith(("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")):
         return not sb.meta.host_ipc
     return False
-
-
-def _to_json(msg: pb.PodSandboxConfig) -> str:
-    from google.protobuf import json_format
-
-    return json_format.MessageToJson(msg)
 
 
 async def _noop(pod_id: str) -> None:

@@ -1,0 +1,78 @@
+"""The CRI views of a container record: pb.Container (ListContainers and its filter) and
+pb.ContainerStatus. Pure functions of the in-memory record; only the verbose status reads the
+bundle's config.json."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cri_shim.containers.store import CREATED, CREATING, EXITED, RUNNING
+from cri_shim.criapi import api_pb2 as pb
+from cri_shim.id_lookup import labels_match
+
+if TYPE_CHECKING:
+    from cri_shim.containers.manager import Container
+
+STATE_TO_PB = {
+    CREATING: pb.CONTAINER_UNKNOWN,
+    CREATED: pb.CONTAINER_CREATED,
+    RUNNING: pb.CONTAINER_RUNNING,
+    EXITED: pb.CONTAINER_EXITED,
+}
+
+
+def container_pb(c: Container) -> pb.Container:
+    cfg = c.config
+    return pb.Container(
+        id=c.meta.id, pod_sandbox_id=c.meta.pod_id, metadata=cfg.metadata,
+        image=pb.ImageSpec(image=c.meta.image_id, user_specified_image=c.meta.image_ref),
+        image_ref=c.meta.image_repo_ref or c.meta.image_id, state=STATE_TO_PB[c.status.state],
+        created_at=c.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
+        image_id=c.meta.image_id,
+    )
+
+
+def matches(c: Container, f: pb.ContainerFilter | None) -> bool:
+    """ListContainers' filter: id and pod id by prefix, state, labels."""
+    if f is None:
+        return True
+    if f.id and not c.meta.id.startswith(f.id):
+        return False
+    if f.pod_sandbox_id and not c.meta.pod_id.startswith(f.pod_sandbox_id):
+        return False
+    if f.HasField("state") and STATE_TO_PB[c.status.state] != f.state.state:
+        return False
+    return not f.label_selector or labels_match(c.config.labels, f.label_selector)
+
+
+def container_status(c: Container, verbose: bool) -> tuple[pb.ContainerStatus, dict[str, str]]:
+    cfg = c.config
+    st = pb.ContainerStatus(
+        id=c.meta.id, metadata=cfg.metadata, state=STATE_TO_PB[c.status.state],
+        created_at=c.meta.created_at, started_at=c.status.started_at,
+        finished_at=c.status.finished_at, exit_code=c.status.exit_code,
+        image=pb.ImageSpec(image=c.meta.image_ref, user_specified_image=c.meta.image_ref),
+        image_ref=c.meta.image_repo_ref or c.meta.image_id, reason=c.status.reason,
+        message=c.status.message, labels=cfg.labels, annotations=cfg.annotations,
+        mounts=cfg.mounts, log_path=c.meta.log_path, image_id=c.meta.image_id,
+    )
+    resources = (pb.LinuxContainerResources.FromString(c.status.resources)
+                 if c.status.resources else cfg.linux.resources)
+    st.resources.linux.CopyFrom(resources)
+    st.user.linux.uid = c.meta.uid
+    st.user.linux.gid = c.meta.gid
+    st.user.linux.supplemental_groups.extend(c.meta.supplemental_groups)
+    info: dict[str, str] = {}
+    if verbose:
+        spec_text = ""
+        with contextlib.suppress(OSError):
+            spec_text = (Path(c.meta.bundle) / "config.json").read_text()
+        info["info"] = json.dumps({
+            "sandboxID": c.meta.pod_id, "pid": c.status.pid, "runtimeHandler": c.meta.handler,
+            "bundle": c.meta.bundle, "cgroupsPath": c.meta.cgroups_path,
+            "runtimeSpec": json.loads(spec_text) if spec_text else None,
+        })
+    return st, info

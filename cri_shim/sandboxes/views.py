@@ -1,0 +1,92 @@
+"""The CRI views of a pod record: pb.PodSandbox (ListPodSandbox and its filter),
+pb.PodSandboxStatus, and the container side's view of a pod (cri_shim.ports.PodInfo). Pure
+functions of the in-memory record; the verbose status and the hostname read the pod's files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import TYPE_CHECKING
+
+from cri_shim.containers.spec_gen import PodContext
+from cri_shim.criapi import api_pb2 as pb
+from cri_shim.id_lookup import labels_match
+from cri_shim.ports import PodInfo
+from cri_shim.sandboxes.store import CREATING, NOTREADY, READY
+
+if TYPE_CHECKING:
+    from cri_shim.sandboxes.manager import Sandbox
+
+STATE_TO_PB = {CREATING: pb.SANDBOX_NOTREADY, READY: pb.SANDBOX_READY, NOTREADY: pb.SANDBOX_NOTREADY}
+
+
+def sandbox_status(sb: Sandbox, verbose: bool) -> tuple[pb.PodSandboxStatus, dict[str, str]]:
+    cfg = sb.config
+    st = pb.PodSandboxStatus(
+        id=sb.meta.id, metadata=cfg.metadata, state=STATE_TO_PB[sb.status.state],
+        created_at=sb.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
+        runtime_handler=sb.meta.handler,
+    )
+    if sb.status.ips:
+        st.network.ip = sb.status.ips[0]
+        st.network.additional_ips.extend(pb.PodIP(ip=ip) for ip in sb.status.ips[1:])
+    st.linux.namespaces.options.CopyFrom(cfg.linux.security_context.namespace_options)
+    info: dict[str, str] = {}
+    if verbose:
+        result = None
+        with contextlib.suppress(OSError, ValueError):
+            result = json.loads((sb.dir / "cni-result.json").read_text())
+        info["info"] = json.dumps({
+            "pid": sb.status.infra_pid or sb.status.holder_pid, "state": sb.status.state,
+            "runtimeHandler": sb.meta.handler, "namespaces": {k: str(v) for k, v in sb.pins().items()},
+            "cniResult": result, "cgroupParent": sb.meta.cgroup_parent,
+            "infraCgroup": sb.meta.infra_cgroup, "dir": sb.meta.dir,
+            "config": json.loads(_to_json(cfg)),
+        })
+    return st, info
+
+
+def matches(sb: Sandbox, f: pb.PodSandboxFilter | None) -> bool:
+    """ListPodSandbox's filter: id by prefix, state, labels."""
+    if f is None:
+        return True
+    if f.id and not sb.meta.id.startswith(f.id):
+        return False
+    if f.HasField("state") and STATE_TO_PB[sb.status.state] != f.state.state:
+        return False
+    return not f.label_selector or labels_match(sb.config.labels, f.label_selector)
+
+
+def sandbox_pb(sb: Sandbox) -> pb.PodSandbox:
+    cfg = sb.config
+    return pb.PodSandbox(
+        id=sb.meta.id, metadata=cfg.metadata, state=STATE_TO_PB[sb.status.state],
+        created_at=sb.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
+        runtime_handler=sb.meta.handler,
+    )
+
+
+def pod_info(sb: Sandbox) -> PodInfo:
+    """The container side's view of a pod (see cri_shim.ports.PodInfo)."""
+    cfg = sb.config
+    pins = sb.pins()
+    pidns = f"/proc/{sb.status.holder_pid}/ns/pid" if sb.status.holder_pid else None
+    ctx = PodContext(
+        id=sb.meta.id, hostname=(sb.dir / "hostname").read_text().strip() if sb.dir.exists() else "",
+        netns_path=str(pins["net"]) if "net" in pins else None,
+        ipcns_path=str(pins["ipc"]) if "ipc" in pins else None,
+        utsns_path=str(pins["uts"]) if "uts" in pins else None,
+        pidns_path=pidns, host_pid=sb.meta.host_pid, cgroup_parent=sb.meta.cgroup_parent,
+        hosts_path=str(sb.dir / "hosts"), resolv_path=str(sb.dir / "resolv.conf"),
+        hostname_path=str(sb.dir / "hostname"),
+        shm_path=str(sb.shm_path) if not sb.meta.host_ipc else "/dev/shm",
+        sysctls=dict(cfg.linux.sysctls), annotations=dict(cfg.annotations),
+        name=sb.meta.name, namespace=sb.meta.namespace, uid=sb.meta.uid,
+    )
+    return PodInfo(ctx, sb.meta.handler, cfg.log_directory, sb.status.state == READY, cfg)
+
+
+def _to_json(msg: pb.PodSandboxConfig) -> str:
+    from google.protobuf import json_format
+
+    return json_format.MessageToJson(msg)
