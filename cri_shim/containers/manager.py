@@ -267,11 +267,13 @@ class ContainerManager:
                     n.path = f"/proc/{target.status.pid}/ns/pid"
         # Recorded as a cgroupfs path, which is what stats read (not systemd's slice:prefix:name).
         cgroups_path = spec.linux.cgroups_path or "" if spec.linux else ""
-        c.meta.cgroups_path = cgroup_paths.container_cgroup(self.config.cgroup_driver, cgroups_path)
-        if spec.process is not None:
-            c.meta.uid = spec.process.user.uid
-            c.meta.gid = spec.process.user.gid
-            c.meta.supplemental_groups = list(spec.process.user.additional_gids or [])
+        user = spec.process.user if spec.process is not None else None
+        # The metadata is frozen: what the spec decided replaces the record made before it, whole.
+        c.meta = dataclasses.replace(
+            c.meta, cgroups_path=cgroup_paths.container_cgroup(self.config.cgroup_driver, cgroups_path),
+            uid=user.uid if user else c.meta.uid, gid=user.gid if user else c.meta.gid,
+            supplemental_groups=list(user.additional_gids or []) if user else c.meta.supplemental_groups,
+        )
         await asyncio.to_thread(write_atomic, bundle / "config.json", spec.to_json(indent=1), PRIVATE_FILE)
         if c.meta.log_path:
             Path(c.meta.log_path).parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Container records in sqlite: an immutable metadata part and a mutable status part.
+"""Container records in sqlite: an immutable metadata part (a frozen dataclass, replaced whole
+once the runtime has created the container) and a mutable status part.
 
 Every write is one transaction; the in-memory index in the manager is rebuilt from
 here on start-up. Records are written before the things they describe exist, so a
@@ -21,7 +22,7 @@ RUNNING = "running"
 EXITED = "exited"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ContainerMeta:
     id: str
     pod_id: str

@@ -174,17 +174,17 @@ class SandboxManager:
             raise InvalidArgument("pod sandbox metadata needs a name and a namespace")
         handler = self.handlers.get(runtime_handler)
         ns = cfg.linux.security_context.namespace_options
+        pod_id = secrets.token_hex(32)
         meta = SandboxMeta(
-            id=secrets.token_hex(32), name=md.name, namespace=md.namespace, uid=md.uid,
+            id=pod_id, name=md.name, namespace=md.namespace, uid=md.uid,
             attempt=md.attempt, config_hex=cfg.SerializeToString().hex(), handler=handler.name,
-            dir="", created_at=now_ns(), host_network=ns.network == pb.NODE, host_ipc=ns.ipc == pb.NODE,
-            host_pid=ns.pid == pb.NODE, shared_pid=ns.pid == pb.POD,
+            dir=str(self.dir / pod_id), created_at=now_ns(), host_network=ns.network == pb.NODE,
+            host_ipc=ns.ipc == pb.NODE, host_pid=ns.pid == pb.NODE, shared_pid=ns.pid == pb.POD,
             cgroup_parent=cfg.linux.cgroup_parent,
+            # Decided once and recorded: a later change of cgroup_driver must not lose the cgroup.
+            infra_cgroup=cgroup_paths.sandbox_cgroup(
+                self.config.cgroup_driver, cfg.linux.cgroup_parent, pod_id),
         )
-        meta.dir = str(self.dir / meta.id)
-        # Decided once and recorded: a later change of cgroup_driver must not lose the cgroup.
-        meta.infra_cgroup = cgroup_paths.sandbox_cgroup(
-            self.config.cgroup_driver, meta.cgroup_parent, meta.id)
         key = self._name_key(meta)
         owner = self.sandboxes.name_owner(key)
         if owner is not None:

@@ -1,4 +1,5 @@
-"""Pod sandbox records in sqlite: immutable metadata plus a mutable status, one row each."""
+"""Pod sandbox records in sqlite: immutable metadata (a frozen dataclass) plus a mutable status,
+one row each."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ READY = "ready"
 NOTREADY = "notready"
 
 
-@dataclass
+@dataclass(frozen=True)
 class SandboxMeta:
     id: str
     name: str
