@@ -86,4 +86,28 @@ if [ -z "$(find /etc/cni/net.d -maxdepth 1 -name '*.conf*' -o -maxdepth 1 -name 
 }
 JSON
 fi
+# --- the cgroup v2 lane (hack/vm-tests.py), when asked for -------------------------
+# CRI_SHIM_VM_TESTS=1: QEMU and Debian's stock kernel (which mounts only cgroup2) for the
+# guest, and virtme-ng in a virtualenv of its own, .venv/vng, so its dependencies stay out
+# of the project's.
+if [ -n "${CRI_SHIM_VM_TESTS:-}" ] && [ "$CRI_SHIM_VM_TESTS" != 0 ]; then
+    VM_PACKAGES="qemu-system-x86 linux-image-amd64"
+    missing=""
+    for p in $VM_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        echo "setup-host: installing for the cgroup v2 lane:$missing"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q
+        # shellcheck disable=SC2086
+        apt-get install -y -q --no-install-recommends $missing
+    fi
+    VNG_VERSION=1.42
+    if ! "$here/.venv/vng/bin/vng" --version 2>/dev/null | grep -qx "virtme-ng $VNG_VERSION"; then
+        echo "setup-host: installing virtme-ng $VNG_VERSION in .venv/vng"
+        "$py" -m venv "$here/.venv/vng"
+        "$here/.venv/vng/bin/pip" install -q "virtme-ng==$VNG_VERSION"
+    fi
+fi
 echo "setup-host: ready"
