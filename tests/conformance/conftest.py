@@ -46,13 +46,17 @@ def backend_binary(name: str) -> str | None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "known_failure(backend, reason): strict xfail of this test for one backend")
+        "markers", "known_failure(backend, reason, cgroup=None): strict xfail of this test for one "
+        "backend (only on cgroup v2 hosts with cgroup='v2', only on v1 or hybrid ones with 'v1')")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         backend = getattr(item, "callspec", None) and item.callspec.params.get("backend")
         for mark in item.iter_markers("known_failure"):
+            only_on = mark.kwargs.get("cgroup")
+            if only_on is not None and only_on != ("v2" if cgroups.UNIFIED_ONLY else "v1"):
+                continue
             if mark.args[0] == backend:
                 item.add_marker(pytest.mark.xfail(strict=True, reason=f"{backend}: {mark.args[1]}"))
 

@@ -101,7 +101,9 @@ def _user_namespace_reachable(h: Harness) -> None:
     for parent in [h.tmp, *h.tmp.parents]:
         if parent == Path("/tmp"):
             break
-        parent.chmod(parent.stat().st_mode | 0o011)
+        mode = parent.stat().st_mode
+        if mode & 0o011 != 0o011:  # only where needed: TMPDIR may sit below a read-only /
+            parent.chmod(mode | 0o011)
 
 
 def test_capability_outside_the_bounding_set(fast: Harness) -> None:
@@ -138,6 +140,8 @@ def test_user_outside_the_user_namespace_mappings(fast: Harness) -> None:
     _check(_refused(fast, b), str(APP_UID), "unmapped")
 
 
+@pytest.mark.known_failure("crun", "crun 1.8 refuses it but leaves the container's cgroup behind on "
+                           "cgroup v2 (empty and removable: its cleanup skips it)", cgroup="v2")
 def test_soft_rlimit_above_hard(fast: Harness) -> None:
     _check(_refused(fast, fast.spec("true").rlimit("NOFILE", 2048, 1024)), "rlimit")
 
