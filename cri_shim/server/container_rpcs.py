@@ -3,6 +3,7 @@ stats and metrics, computed in cri_shim.stats."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from cri_shim import validation
@@ -86,13 +87,15 @@ class ContainerRPCs:
         self, request: pb.ContainerStatsRequest, context: object
     ) -> pb.ContainerStatsResponse:
         c = self._containers.get(request.container_id)
-        return pb.ContainerStatsResponse(stats=stats_container.container_stats(self._containers, c))
+        # cgroup files and a walk of the writable layer: off the event loop.
+        stats = await asyncio.to_thread(stats_container.container_stats, self._containers, c)
+        return pb.ContainerStatsResponse(stats=stats)
 
     async def ListContainerStats(
         self, request: pb.ListContainerStatsRequest, context: object
     ) -> pb.ListContainerStatsResponse:
-        return pb.ListContainerStatsResponse(
-            stats=stats_container.list_container_stats(self._containers, request.filter))
+        return pb.ListContainerStatsResponse(stats=await asyncio.to_thread(
+            stats_container.list_container_stats, self._containers, request.filter))
 
     async def ListMetricDescriptors(
         self, request: pb.ListMetricDescriptorsRequest, context: object

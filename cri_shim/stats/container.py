@@ -10,10 +10,23 @@ from typing import TYPE_CHECKING
 from cri_shim.containers.store import RUNNING
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.id_lookup import labels_match
-from cri_shim.stats.cgroups import read_usage
+from cri_shim.stats.cgroups import Usage, read_usage
 
 if TYPE_CHECKING:
     from cri_shim.containers.manager import Container, ContainerManager
+
+
+def usage_messages(u: Usage, ts: int, nano_cores: int | None) -> tuple[pb.CpuUsage, pb.MemoryUsage]:
+    """The CRI CPU and memory messages of one cgroup reading; fields the reading lacks stay unset."""
+    cpu = pb.CpuUsage(timestamp=ts)
+    mem = pb.MemoryUsage(timestamp=ts)
+    for target, value in ((cpu.usage_core_nano_seconds, u.cpu_ns), (cpu.usage_nano_cores, nano_cores),
+                          (mem.usage_bytes, u.memory_usage), (mem.working_set_bytes, u.working_set),
+                          (mem.available_bytes, u.available), (mem.rss_bytes, u.rss),
+                          (mem.page_faults, u.page_faults), (mem.major_page_faults, u.major_page_faults)):
+        if value is not None:
+            target.value = value
+    return cpu, mem
 
 
 def container_stats(m: ContainerManager, c: Container) -> pb.ContainerStats:
@@ -24,26 +37,10 @@ def container_stats(m: ContainerManager, c: Container) -> pb.ContainerStats:
         id=c.meta.id, metadata=cfg.metadata, labels=cfg.labels, annotations=cfg.annotations))
     if c.status.state == RUNNING and c.meta.cgroups_path:
         u = read_usage(c.meta.cgroups_path)
-        st.cpu.timestamp = ts
-        if u.cpu_ns is not None:
-            st.cpu.usage_core_nano_seconds.value = u.cpu_ns
-        st.memory.timestamp = ts
-        if u.cpu_ns is not None:
-            nano_cores = m.cpu_rates.rate(c.meta.id, ts, u.cpu_ns)
-            if nano_cores is not None:
-                st.cpu.usage_nano_cores.value = nano_cores
-        if u.working_set is not None:
-            st.memory.working_set_bytes.value = u.working_set
-        if u.available is not None:
-            st.memory.available_bytes.value = u.available
-        if u.memory_usage is not None:
-            st.memory.usage_bytes.value = u.memory_usage
-        if u.rss is not None:
-            st.memory.rss_bytes.value = u.rss
-        if u.page_faults is not None:
-            st.memory.page_faults.value = u.page_faults
-        if u.major_page_faults is not None:
-            st.memory.major_page_faults.value = u.major_page_faults
+        nano_cores = m.cpu_rates.rate(c.meta.id, ts, u.cpu_ns) if u.cpu_ns is not None else None
+        cpu, mem = usage_messages(u, ts, nano_cores)
+        st.cpu.CopyFrom(cpu)
+        st.memory.CopyFrom(mem)
     usage = m.images.rootfs_usage(c.meta.id)
     if usage is not None:
         st.writable_layer.timestamp = ts
@@ -55,7 +52,7 @@ def container_stats(m: ContainerManager, c: Container) -> pb.ContainerStats:
 
 def list_container_stats(m: ContainerManager, f: pb.ContainerStatsFilter) -> list[pb.ContainerStats]:
     out = []
-    for c in m.containers.values():
+    for c in m.containers.values():  # a snapshot (IdIndex.values)
         if f.id and not c.meta.id.startswith(f.id):
             continue
         if f.pod_sandbox_id and not c.meta.pod_id.startswith(f.pod_sandbox_id):

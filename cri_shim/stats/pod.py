@@ -17,12 +17,12 @@ from cri_shim.criapi import api_pb2 as pb
 from cri_shim.id_lookup import labels_match
 from cri_shim.sandboxes import infra
 from cri_shim.stats.cgroups import CGROUP_ROOT, read_process_count, read_usage
-from cri_shim.stats.container import container_stats
+from cri_shim.stats.container import container_stats, usage_messages
 from cri_shim.stats.rates import CpuRates
 
 if TYPE_CHECKING:
-    from cri_shim.containers.manager import ContainerManager
-    from cri_shim.sandboxes.manager import SandboxManager
+    from cri_shim.containers.manager import Container, ContainerManager
+    from cri_shim.sandboxes.manager import Sandbox, SandboxManager
 
 
 def parse_net_dev(text: str) -> dict[str, tuple[int, int, int, int]]:
@@ -89,19 +89,8 @@ def pod_cgroup_usage(cgroup: str, ts: int, rates: CpuRates | None = None, root: 
     u = read_usage(cgroup, root)
     if u.cpu_ns is None or u.memory_usage is None:
         return None
-    cpu = pb.CpuUsage(timestamp=ts)
-    cpu.usage_core_nano_seconds.value = u.cpu_ns
     nano_cores = rates.rate(cgroup, ts, u.cpu_ns) if rates is not None else None
-    if nano_cores is not None:
-        cpu.usage_nano_cores.value = nano_cores
-    mem = pb.MemoryUsage(timestamp=ts)
-    mem.usage_bytes.value = u.memory_usage
-    for target, value in ((mem.working_set_bytes, u.working_set), (mem.rss_bytes, u.rss),
-                          (mem.page_faults, u.page_faults), (mem.major_page_faults, u.major_page_faults),
-                          (mem.available_bytes, u.available)):
-        if value is not None:
-            target.value = value
-    return cpu, mem
+    return usage_messages(u, ts, nano_cores)
 
 
 def sum_containers(stats: list[pb.ContainerStats], ts: int) -> tuple[pb.CpuUsage, pb.MemoryUsage]:
@@ -121,11 +110,29 @@ def now() -> int:
 async def pod_sandbox_stats(pods: SandboxManager, containers: ContainerManager, pod_id: str
                             ) -> pb.PodSandboxStats:
     sb = pods.get(pod_id)
+    members = containers.pod_containers(sb.meta.id)
+    # cgroup files, the writable layers' disk usage and /proc: off the event loop.
+    out, text = await asyncio.to_thread(_read_pod_stats, pods, containers, sb, members)
+    netns = str(sb.pins().get("net", ""))
+    if not text and netns:
+        # No infra process to read through: a running container sees the same namespace.
+        # Entering the pin costs a subprocess per poll, so only pods made before the infra
+        # process existed do that.
+        running = [c.status.pid for c in members if c.status.state == RUNNING and c.status.pid]
+        text = await read_net_dev("" if sb.meta.infra_cgroup else netns, running)
+    network = network_usage(text, out.linux.cpu.timestamp)
+    if network is not None:
+        out.linux.network.CopyFrom(network)
+    return out
+
+
+def _read_pod_stats(pods: SandboxManager, containers: ContainerManager, sb: Sandbox,
+                    members: list[Container]) -> tuple[pb.PodSandboxStats, str]:
+    """Everything of a pod's stats but a namespace-entering network read; and /proc/<infra>/net/dev."""
     cfg = sb.config
     ts = now()
     out = pb.PodSandboxStats(attributes=pb.PodSandboxAttributes(
         id=sb.meta.id, metadata=cfg.metadata, labels=cfg.labels, annotations=cfg.annotations))
-    members = containers.pod_containers(sb.meta.id)
     cstats = [container_stats(containers, c) for c in members]
     # The pod's cgroup also holds the infra process and conmon; pods made before the
     # infra process existed fall back to their containers' sum.
@@ -138,18 +145,7 @@ async def pod_sandbox_stats(pods: SandboxManager, containers: ContainerManager, 
               if c.status.state == RUNNING and c.meta.cgroups_path]
     out.linux.process.timestamp = ts
     out.linux.process.process_count.value = sum(n for n in counts if n)
-    text = infra_net_dev(sb.status.infra_pid, sb.status.infra_start)
-    netns = str(sb.pins().get("net", ""))
-    if not text and netns:
-        # No infra process to read through: a running container sees the same namespace.
-        # Entering the pin costs a subprocess per poll, so only pods made before the infra
-        # process existed do that.
-        running = [c.status.pid for c in members if c.status.state == RUNNING and c.status.pid]
-        text = await read_net_dev("" if sb.meta.infra_cgroup else netns, running)
-    network = network_usage(text, ts)
-    if network is not None:
-        out.linux.network.CopyFrom(network)
-    return out
+    return out, infra_net_dev(sb.status.infra_pid, sb.status.infra_start)
 
 
 async def list_pod_sandbox_stats(pods: SandboxManager, containers: ContainerManager,
