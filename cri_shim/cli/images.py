@@ -13,23 +13,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cri_shim.cli.config import add_config_flags, effective_config
+
 BAR_WIDTH = 30
 
 
-def add_images_parser(sub: Any) -> None:
-    from cri_shim.cli import _config_flags
-
+def add_parser(sub: Any) -> None:
     images = sub.add_parser("images", help="pull or import images")
     isub = images.add_subparsers(dest="images_command", required=True)
     pull = isub.add_parser("pull", help="pull an image through the running daemon, with progress")
-    _config_flags(pull)
+    add_config_flags(pull)
     pull.add_argument("ref")
     pull.add_argument("--username", default="")
     pull.add_argument("--password", default="")
     pull.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     pull.set_defaults(func=cmd_pull)
     imp = isub.add_parser("import", help="load an OCI layout (dir or tar) or a docker-save tar")
-    _config_flags(imp)
+    add_config_flags(imp)
     imp.add_argument("path")
     imp.add_argument("--name", default="", help="repository for OCI layout entries that only carry a tag")
     imp.set_defaults(func=cmd_import)
@@ -45,13 +45,12 @@ def render_bar(ref: str, done: int, total: int) -> str:
 def cmd_pull(args: argparse.Namespace) -> int:
     import grpc
 
-    from cri_shim.cli import _effective_config
     from cri_shim.criapi import api_pb2 as pb
     from cri_shim.criapi import api_pb2_grpc
     from cri_shim.imaging import reference
     from cri_shim.imaging.pull_progress import progress_file
 
-    cfg = _effective_config(args)
+    cfg = effective_config(args)
     ref = str(reference.parse(args.ref))
     progress = progress_file(cfg.state_dir, ref)
     result: dict[str, Any] = {}
@@ -95,10 +94,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from cri_shim.cli import _effective_config
     from cri_shim.imaging.manager import ImageManager
 
-    cfg = _effective_config(args)
+    cfg = effective_config(args)
 
     async def go() -> list[str]:
         m = ImageManager(cfg, collect_garbage=False)

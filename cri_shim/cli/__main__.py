@@ -1,0 +1,5 @@
+import sys
+
+from cri_shim.cli import main
+
+sys.exit(main())

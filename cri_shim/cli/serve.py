@@ -1,0 +1,36 @@
+"""`cri-shim serve`: run the CRI server in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from cri_shim.cli.config import add_config_flags, effective_config
+
+
+def add_parser(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="run the CRI server in the foreground")
+    add_config_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cri_shim.daemon import Daemon, SocketInUse
+
+    cfg = effective_config(args)
+    # Our loggers at the configured level; grpc's and asyncio's internals only when loud.
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("cri_shim").setLevel(cfg.log_level.upper())
+    try:
+        asyncio.run(Daemon(cfg).run())
+    except SocketInUse as e:
+        print(f"cri-shim: {e}", file=sys.stderr)
+        return 1
+    return 0
