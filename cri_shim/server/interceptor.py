@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from cri_shim.errors import CRIError
+from cri_shim.errors import CRIError, oci_code
 
 log = logging.getLogger("cri_shim.rpc")
 
@@ -27,7 +27,7 @@ def status_for(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
     """Map an exception to (code, message). Unknown exceptions are INTERNAL."""
     if isinstance(exc, CRIError):
         return exc.code, exc.message
-    code = _oci_code(exc)
+    code = oci_code(exc)
     if code is not None:
         return code, str(exc)
     if isinstance(exc, NotImplementedError):
@@ -35,25 +35,6 @@ def status_for(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, TimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, f"{method}: timed out: {exc}".rstrip(": ")
     return grpc.StatusCode.INTERNAL, f"{method}: internal error: {type(exc).__name__}: {exc}"
-
-
-def _oci_code(exc: BaseException) -> grpc.StatusCode | None:
-    """Errors of the low-level layer carry no gRPC knowledge; their kind decides."""
-    if not type(exc).__module__.startswith("oci"):
-        return None
-    for cls in type(exc).__mro__:
-        code = _OCI_CODES.get(cls.__name__)
-        if code is not None:
-            return code
-    return grpc.StatusCode.INTERNAL
-
-
-_OCI_CODES = {
-    "ContainerNotFound": grpc.StatusCode.NOT_FOUND,
-    "ContainerAlreadyExists": grpc.StatusCode.ALREADY_EXISTS,
-    "WrongState": grpc.StatusCode.FAILED_PRECONDITION,
-    "InvalidSpec": grpc.StatusCode.INVALID_ARGUMENT,
-}
 
 
 class LoggingInterceptor(grpc.aio.ServerInterceptor):

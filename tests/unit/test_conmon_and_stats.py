@@ -80,6 +80,22 @@ def test_status_mapping() -> None:
     assert status_for(TimeoutError(), "M")[0] == grpc.StatusCode.DEADLINE_EXCEEDED
     code, msg = status_for(ValueError("boom"), "RunPodSandbox")
     assert code == grpc.StatusCode.INTERNAL and "RunPodSandbox" in msg and "boom" in msg
-    from oci.errors import ContainerNotFound
+    from oci import errors as oci_errors
+    from oci.spec import SpecError
 
-    assert status_for(ContainerNotFound("container c1 does not exist"), "M")[0] == grpc.StatusCode.NOT_FOUND
+    assert status_for(oci_errors.ContainerNotFound("container c1 does not exist"), "M")[0] == \
+        grpc.StatusCode.NOT_FOUND
+    assert status_for(oci_errors.ContainerAlreadyExists("c1"), "M")[0] == grpc.StatusCode.ALREADY_EXISTS
+    assert status_for(oci_errors.WrongState("c1 is running"), "M") == \
+        (grpc.StatusCode.FAILED_PRECONDITION, "c1 is running")
+    # Other errors of the oci layer are INTERNAL with their own message (no "internal error:" prefix).
+    assert status_for(oci_errors.RuntimeTimeout("runc state c1 timed out"), "M") == \
+        (grpc.StatusCode.INTERNAL, "runc state c1 timed out")
+    assert status_for(SpecError("bad"), "M") == (grpc.StatusCode.INTERNAL, str(SpecError("bad")))
+
+    class Lookalike(Exception):  # the class decides, not its name
+        pass
+
+    Lookalike.__name__, Lookalike.__module__ = "WrongState", "oci.errors"
+    assert status_for(Lookalike("x"), "M")[0] == grpc.StatusCode.INTERNAL
+    assert "internal error" in status_for(Lookalike("x"), "M")[1]

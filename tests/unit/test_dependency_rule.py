@@ -24,6 +24,8 @@ OCI_USERS: dict[str, set[str]] = {
     # What a CRI runtime handler runs containers with: the only place that drives a runtime.
     "cri_shim.runtimes": {"oci.spec", "oci.runtime", "oci.cli_runtime", "oci.errors", "oci.blocking"},
     "cri_shim.runtime_handlers": {"oci.errors"},
+    # Each error tied to its gRPC code: the oci layer's errors too, by class (SpecError from oci.spec).
+    "cri_shim.errors": {"oci.errors", "oci.spec"},
 }
 # Not listed, so they may import no oci module at all: cri_shim.stats (container and pod stats
 # and metrics, read from cgroupfs and /proc), cri_shim.ports (what containers need from pods and
