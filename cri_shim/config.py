@@ -67,6 +67,22 @@ class ImageConfig:
 
 
 @dataclass
+class StreamingConfig:
+    """The streaming server that Exec, Attach and PortForward URLs point at."""
+
+    address: str = "127.0.0.1"
+    # 0: a free port chosen at start, like containerd's default
+    port: int = 0
+    # Both set: the server speaks TLS with this certificate and key (PEM files).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # Seconds a URL stays valid before its client connects (the kubelet's cache keeps 60).
+    token_ttl: float = 60.0
+    # Sessions served at once; more are answered 503.
+    max_connections: int = 256
+
+
+@dataclass
 class Config:
     socket: str = DEFAULT_SOCKET
     state_dir: str = DEFAULT_STATE_DIR
@@ -85,6 +101,7 @@ class Config:
     runtimes: dict[str, RuntimeHandlerConfig] = field(default_factory=dict)
     cni: CNIConfig = field(default_factory=CNIConfig)
     images: ImageConfig = field(default_factory=ImageConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
 
     def __post_init__(self) -> None:
         if not self.runtimes:
@@ -103,6 +120,7 @@ class Config:
                 f"cgroup_driver {self.cgroup_driver!r} is not one of {', '.join(CGROUP_DRIVERS)}"
             )
         check_conmon_setting(self.conmon_cgroup, self.cgroup_driver)
+        _check_streaming(self.streaming)
         if self.default_runtime not in self.runtimes:
             raise InvalidArgument(
                 f"default_runtime {self.default_runtime!r} is not a configured handler "
@@ -140,6 +158,17 @@ def default_runtimes() -> dict[str, RuntimeHandlerConfig]:
     }
 
 
+def _check_streaming(st: StreamingConfig) -> None:
+    if not isinstance(st.port, int) or not 0 <= st.port < 65536:
+        raise InvalidArgument(f"config: streaming.port {st.port!r} is not a port (0: any free one)")
+    if bool(st.tls_cert_file) != bool(st.tls_key_file):
+        raise InvalidArgument("config: streaming.tls_cert_file and streaming.tls_key_file go together")
+    if not st.token_ttl > 0:
+        raise InvalidArgument(f"config: streaming.token_ttl {st.token_ttl!r} must be positive")
+    if not isinstance(st.max_connections, int) or st.max_connections < 1:
+        raise InvalidArgument(f"config: streaming.max_connections {st.max_connections!r} must be at least 1")
+
+
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     """Construct dataclass `cls` from a TOML table, rejecting unknown keys by name."""
     known = {f.name: f for f in fields(cls)}
@@ -156,6 +185,7 @@ def from_dict(data: dict[str, Any]) -> Config:
     runtimes = data.pop("runtimes", None)
     cni = data.pop("cni", None)
     images = data.pop("images", None)
+    streaming = data.pop("streaming", None)
     cfg: Config = _build(Config, data, "")
     if runtimes is not None:
         if not isinstance(runtimes, dict):
@@ -170,6 +200,8 @@ def from_dict(data: dict[str, Any]) -> Config:
         cfg.cni = _build(CNIConfig, cni, "cni.")
     if images is not None:
         cfg.images = _build(ImageConfig, images, "images.")
+    if streaming is not None:
+        cfg.streaming = _build(StreamingConfig, streaming, "streaming.")
     return cfg
 
 

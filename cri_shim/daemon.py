@@ -1,8 +1,8 @@
 """The serving daemon: socket ownership, the gRPC server, signals, components.
 
 A component is anything with `async start()` and `async stop()` (the image
-service's store, the pod and container managers); they start in order before
-the socket opens and stop in reverse after it closes.
+service's store, the pod and container managers, the streaming server); they
+start in order before the socket opens and stop in reverse after it closes.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import stat
 import time
 from pathlib import Path
@@ -26,12 +27,14 @@ from cri_shim.config import Config
 from cri_shim.containers.manager import ContainerManager
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.criapi import api_pb2_grpc
-from cri_shim.errors import FailedPrecondition
+from cri_shim.errors import FailedPrecondition, InvalidArgument
 from cri_shim.event_bus import EventBus
 from cri_shim.imaging.manager import ImageManager
 from cri_shim.ports import ImageProvider, ResolvedImage
 from cri_shim.runtime_handlers import HandlerRegistry
 from cri_shim.sandboxes.manager import SandboxManager
+from cri_shim.server.stream_backend import ManagersBackend
+from cri_shim.streaming.server import StreamingServer
 
 log = logging.getLogger("cri_shim.daemon")
 
@@ -69,6 +72,9 @@ class Daemon:
         self.sandboxes.remove_containers = self.containers.remove_pod
         self.add_component(self.sandboxes)
         self.add_component(self.containers)
+        # last to start, first to stop: sessions end before the managers they use
+        self.streaming = streaming_server(config, ManagersBackend(self.containers, self.sandboxes))
+        self.add_component(self.streaming)
 
     def _sandbox_event(self, pod_id: str, kind: int) -> None:
         self._publish(pod_id, kind, pod_id, with_containers=False)
@@ -153,6 +159,20 @@ class Daemon:
                 os.unlink(cfg.socket)
             with contextlib.suppress(FileNotFoundError):
                 (Path(cfg.state_dir) / "cri-shim.pid").unlink()
+
+
+def streaming_server(config: Config, backend: ManagersBackend) -> StreamingServer:
+    st = config.streaming
+    tls = None
+    if st.tls_cert_file:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(st.tls_cert_file, st.tls_key_file)
+        except (OSError, ssl.SSLError) as e:
+            raise InvalidArgument(f"config: streaming TLS certificate {st.tls_cert_file!r} "
+                                  f"or key {st.tls_key_file!r}: {e}") from None
+    return StreamingServer(backend, st.address, st.port, tls=tls, token_ttl=st.token_ttl,
+                           max_connections=st.max_connections)
 
 
 class _ImagesProxy:
