@@ -54,6 +54,10 @@ class CLIRuntime(CommandLineRuntime):
         self.global_args = list(global_args)
         self.timeout = timeout
         self.env = env
+        # crun's `exec -t` in the foreground copies its terminal's size only once, at the start
+        # (no SIGWINCH); it takes a --console-socket in the foreground instead, which runc
+        # refuses ("cannot use console socket if runc will not detach").
+        self.foreground_console_socket = os.path.basename(self.binary) == "crun"
 
     def __repr__(self) -> str:
         return f"CLIRuntime({self.name!r}, binary={self.binary!r}, root={self.root!r})"
@@ -198,17 +202,24 @@ class CLIRuntime(CommandLineRuntime):
             return result.exit_code
 
     @contextlib.asynccontextmanager
-    async def exec_piped(self, container_id: str, process: Process, *,
-                         pid_file: StrPath) -> AsyncIterator[asyncio.subprocess.Process]:
+    async def exec_piped(self, container_id: str, process: Process, *, pid_file: StrPath,
+                         stdin: int = asyncio.subprocess.DEVNULL, stdout: int = asyncio.subprocess.PIPE,
+                         stderr: int = asyncio.subprocess.PIPE, console_socket: StrPath | None = None,
+                         ) -> AsyncIterator[asyncio.subprocess.Process]:
         # No --log: the runtime's own complaint (no such executable, say) then reaches the
         # caller on stderr, as the exec'd process's would, which is where ExecSync reports it.
         with contextlib.ExitStack() as stack:
             process_file = self._json_file("process-", process.to_dict(), stack)
-            argv = self._argv(None, ["exec", "--process", process_file,
+            tty = ["-t"] if process.terminal else []
+            if console_socket is not None:
+                tty += ["--console-socket", os.fspath(console_socket)]
+            argv = self._argv(None, ["exec", *tty, "--process", process_file,
                                      "--pid-file", os.path.abspath(os.fspath(pid_file)), container_id])
+            # A session of its own: a terminal given as its stdio is then no one else's, and
+            # the caller's signals (a ^C in a test's terminal) do not reach it.
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=self.env)
+                *argv, stdin=stdin, stdout=stdout, stderr=stderr, env=self.env,
+                start_new_session=True)
             try:
                 yield proc
             finally:

@@ -115,14 +115,25 @@ class CommandLineRuntime(OCIRuntime):
     caller that streams an exec's output needs the runtime's process, not just an exit code."""
 
     binary: str
+    # Whether `exec -t --console-socket` may run in the foreground (see exec_piped).
+    foreground_console_socket: bool = False
 
     @abc.abstractmethod
     def runtime_args(self) -> list[str]:
         """Global options, before the verb, of every command of this backend."""
 
     @abc.abstractmethod
-    def exec_piped(self, container_id: str, process: Process, *,
-                   pid_file: StrPath) -> AbstractAsyncContextManager[asyncio.subprocess.Process]:
+    def exec_piped(self, container_id: str, process: Process, *, pid_file: StrPath,
+                   stdin: int = asyncio.subprocess.DEVNULL, stdout: int = asyncio.subprocess.PIPE,
+                   stderr: int = asyncio.subprocess.PIPE, console_socket: StrPath | None = None,
+                   ) -> AbstractAsyncContextManager[asyncio.subprocess.Process]:
         """Run ``exec`` in the foreground with stdout and stderr piped to the caller, which reads
         them while it runs and may kill it; the exec'd process's pid goes to ``pid_file``.
-        Leaving the context kills the runtime's process if it is still running."""
+        Leaving the context kills the runtime's process if it is still running.
+
+        ``stdin``/``stdout``/``stderr`` are what asyncio's subprocess takes (PIPE, DEVNULL or a
+        file descriptor, such as a pty's slave). A ``process`` with ``terminal`` set runs as
+        ``exec -t``: the runtime proxies between its own stdio (a terminal the caller gives it)
+        and the container's pty, and copies its terminal's size on SIGWINCH, as runc does.
+        With ``console_socket`` (where ``foreground_console_socket`` says the runtime takes it
+        without --detach) the runtime sends the container's pty master there instead."""

@@ -57,6 +57,7 @@ from cri_shim.ports import ImageProvider, PodInfo, PodProvider, ResolvedImage
 from cri_shim.runtime_handlers import HandlerRegistry
 from cri_shim.runtimes.handler_runtime import ContainerCreate
 from cri_shim.stats.rates import CpuRates
+from cri_shim.streaming.stdio import StreamIO
 from oci.errors import ContainerNotFound, OCIRuntimeError
 from oci.spec import Process
 
@@ -415,6 +416,24 @@ class ContainerManager:
         rt = self.handlers.runtime(c.meta.handler)
         result = await rt.exec_sync(c.meta.id, Path(c.meta.bundle), Process.from_dict(process), timeout)
         return pb.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
+
+    async def exec_stream(self, container_id: str, cmd: list[str], tty: bool, stdin: bool,
+                          io: StreamIO) -> int:
+        """Exec with the client's streams (CRI Exec, once the streaming server has them); return
+        the exit code. NotFound / FailedPrecondition (not running) name the container."""
+        c = self.get(container_id)
+        self._check_exit(c)
+        if c.status.state != RUNNING:
+            raise FailedPrecondition(f"container {c.meta.id} is not running ({c.status.state})")
+        if not cmd:
+            raise InvalidArgument(f"exec in container {c.meta.id}: cmd must not be empty")
+        spec = json.loads((Path(c.meta.bundle) / "config.json").read_text())
+        process = dict(spec["process"], args=cmd, terminal=tty)
+        process.pop("consoleSize", None)
+        if not stdin:
+            io = dataclasses.replace(io, stdin=None)
+        rt = self.handlers.runtime(c.meta.handler)
+        return await rt.exec_stream(c.meta.id, Path(c.meta.bundle), Process.from_dict(process), io)
 
     async def update_resources(self, container_id: str, r: pb.LinuxContainerResources) -> None:
         c = self.get(container_id)

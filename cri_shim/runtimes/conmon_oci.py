@@ -21,8 +21,9 @@ from typing import Any
 from cri_shim.config import Config, RuntimeHandlerConfig
 from cri_shim.containers import conmon, conmon_cgroup
 from cri_shim.errors import DeadlineExceeded, FailedPrecondition
-from cri_shim.runtimes import exec_sync
+from cri_shim.runtimes import exec_stream, exec_sync
 from cri_shim.runtimes.handler_runtime import ContainerCreate, ExecResult, HandlerRuntime
+from cri_shim.streaming.stdio import StreamIO
 from oci.cli_runtime import CLIRuntime
 from oci.runtime import CommandLineRuntime
 from oci.spec import Process, Resources
@@ -116,6 +117,15 @@ class ConmonOCIRuntime(HandlerRuntime):
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return ExecResult(out, err, code)
+
+    async def exec_stream(self, container_id: str, bundle: Path, process: Process,
+                          io: StreamIO) -> int:
+        work = bundle / f"exec-{secrets.token_hex(6)}"
+        work.mkdir()
+        try:
+            return await exec_stream.run(self.oci, container_id, process, io, work / "pid")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
     async def reopen_log(self, container_id: str, bundle: Path, log_path: str) -> None:
         # The kubelet's log rotation renames the file and then calls this; it (and critest)

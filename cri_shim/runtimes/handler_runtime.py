@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cri_shim.containers.spec_gen import PodContext
+from cri_shim.streaming.stdio import StreamIO
 from oci.spec import Process, Resources
 
 
@@ -62,6 +63,13 @@ class HandlerRuntime(abc.ABC):
                         timeout: float) -> ExecResult:
         """Run ``process`` in the container and collect its output; DeadlineExceeded after
         ``timeout`` seconds (0: none), with the process and its children killed."""
+
+    @abc.abstractmethod
+    async def exec_stream(self, container_id: str, bundle: Path, process: Process,
+                          io: StreamIO) -> int:
+        """Run ``process`` in the container with a client's streams; return its exit code
+        (128 + the signal when a signal killed it). ``process.terminal`` decides tty or pipes;
+        an ``io`` stream that is None is /dev/null. Cancelling kills the exec'd process tree."""
 
     @abc.abstractmethod
     async def update(self, container_id: str, resources: Resources) -> None: ...

@@ -11,6 +11,7 @@ from . import syscalls as sc
 
 TIOCSCTTY = 0x540E
 TIOCSWINSZ = 0x5414
+TIOCGWINSZ = 0x5413
 
 
 def connect(path: str) -> int:
@@ -56,6 +57,41 @@ def listen(path: str) -> tuple[socket.socket, str]:
     return srv, path
 
 
+def _copy_size(master: int) -> None:
+    """Give the container's pty our terminal's window size (when ours has one), as runc does."""
+    for fd in (0, 1, 2):
+        try:
+            size = fcntl.ioctl(fd, TIOCGWINSZ, b"\0" * 8)
+        except OSError:
+            continue
+        if size != b"\0" * 8:
+            fcntl.ioctl(master, TIOCSWINSZ, size)
+        return
+
+
+def _follow_size(master: int, pid: int) -> None:
+    """The size now and at each SIGWINCH (a resize of our terminal); other signals go to the
+    process, as runc's signal handler does while it proxies."""
+    import signal
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def resize(_signum: int, _frame: object) -> None:
+        try:
+            _copy_size(master)
+        except OSError:
+            pass
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(s, forward)
+    signal.signal(signal.SIGWINCH, resize)
+    resize(0, None)
+
+
 def proxy_until_exit(srv: socket.socket, pid: int, wait: object) -> int:
     """Receive the pty master, copy our stdin/stdout to and from it until the process exits."""
     import select
@@ -77,6 +113,7 @@ def proxy_until_exit(srv: socket.socket, pid: int, wait: object) -> int:
     if os.isatty(0):
         saved = termios.tcgetattr(0)
         tty.setraw(0)
+    _follow_size(master, pid)
     try:
         stdin_open = True
         while True:
