@@ -30,7 +30,7 @@ from cri_shim.network.cni import CNIError, CNINetwork, PodNetworkRequest, pod_ip
 from cri_shim.network.cni_config import NoNetworkConfig, load_default_network
 from cri_shim.ports import PodInfo
 from cri_shim.runtime_handlers import HandlerRegistry
-from cri_shim.sandboxes import infra, namespaces, pod_files, views
+from cri_shim.sandboxes import infra, namespaces, pod_files, port_forward, views
 from cri_shim.sandboxes.store import CREATING, NOTREADY, READY, SandboxMeta, SandboxState, SandboxStore
 from cri_shim.stats.rates import CpuRates
 
@@ -376,6 +376,18 @@ class SandboxManager:
     def container_pod(self, pod_id: str) -> PodInfo:
         """The container side's view of a pod (see cri_shim.ports.PodInfo)."""
         return views.pod_info(self.get(pod_id))
+
+    async def port_forward(self, pod_id: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to localhost:port in the pod's network namespace (the host's for a
+        host-network pod), for PortForward. NotFound, FailedPrecondition (pod not ready),
+        InvalidArgument (port); ConnectionRefusedError / OSError naming the pod and port."""
+        sb = self.get(pod_id)
+        if not 0 < port < 65536:
+            raise InvalidArgument(f"port forward to pod sandbox {sb.meta.id}: invalid port {port}")
+        if sb.status.state != READY:
+            raise FailedPrecondition(f"pod sandbox {sb.meta.id} is not ready; cannot forward port {port}")
+        sock = await port_forward.connect(sb.pins().get("net"), port, f"pod sandbox {sb.meta.id}")
+        return await asyncio.open_connection(sock=sock)
 
     def pod_status_for_event(self, sandbox_id: str) -> pb.PodSandboxStatus | None:
         sb = self.sandboxes.exact(sandbox_id)
