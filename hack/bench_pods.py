@@ -24,14 +24,12 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "hack"))
-
-import testimages  # noqa: E402
+sys.path.insert(0, str(ROOT))  # a script under hack/: the tests package is not installed
 
 from cri_shim.criapi import api_pb2 as pb  # noqa: E402
 from tests.e2e.daemon import DaemonProcess  # noqa: E402
-from tests.e2e.registry import start_registry  # noqa: E402
+from tests.support import testimages  # noqa: E402
+from tests.support.registry import start_registry  # noqa: E402
 
 
 def pct(xs: list[float], p: float) -> float:

@@ -11,7 +11,7 @@ import pytest
 from tests.e2e.cni_fixtures import test_network  # noqa: F401 - shared fixture
 from tests.e2e.daemon import DaemonProcess
 from tests.e2e.pods import cri  # noqa: F401 - shared fixture
-from tests.e2e.registry import busybox_image, registry  # noqa: F401 - shared fixtures
+from tests.support.registry import busybox_image, registry  # noqa: F401 - shared fixtures
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from cri_shim.criapi import api_pb2 as pb
 from tests.e2e.daemon import CRI_SHIM, DaemonProcess
-from tests.e2e.registry import Registry
+from tests.support.registry import Registry
 
 pytestmark = pytest.mark.root
 

@@ -13,7 +13,7 @@ import pytest
 
 from cri_shim.criapi import api_pb2 as pb
 from tests.e2e.daemon import DaemonProcess
-from tests.e2e.registry import Registry, start_registry, testimages
+from tests.support.registry import Registry, start_registry, testimages
 
 pytestmark = pytest.mark.root
 
@@ -167,7 +167,7 @@ def test_blob_not_matching_its_digest(images: DaemonProcess, tmp_path: Path) -> 
 
 
 def test_registry_down(images: DaemonProcess) -> None:
-    from tests.e2e.registry import free_port
+    from tests.support.registry import free_port
 
     with pytest.raises(grpc.RpcError) as exc:
         pull(images, f"127.0.0.1:{free_port()}/busybox:latest")
@@ -195,7 +195,7 @@ def test_basic_auth(images: DaemonProcess, tmp_path: Path) -> None:
 
 
 def test_mirror_with_fallback(daemon_factory, registry: Registry, tmp_path: Path) -> None:
-    from tests.e2e.registry import free_port
+    from tests.support.registry import free_port
 
     mirror = start_registry(tmp_path / "mirror")
     try:

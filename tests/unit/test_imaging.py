@@ -6,7 +6,6 @@ import asyncio
 import gzip
 import os
 import stat
-import sys
 from pathlib import Path
 
 import httpx
@@ -17,9 +16,7 @@ from cri_shim.errors import InvalidArgument, Unauthenticated
 from cri_shim.imaging import auth, layers, reference
 from cri_shim.imaging.manifests import chain_ids, host_platform, select_platform
 from cri_shim.imaging.registry_client import RegistryClient, base_urls
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
-from testimages import TarBuilder  # noqa: E402
+from tests.support.testimages import TarBuilder
 
 
 @pytest.mark.parametrize(

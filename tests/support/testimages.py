@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build busybox-based test images and push them to a registry over its HTTP API.
 
-    .venv/bin/python hack/testimages.py --registry 127.0.0.1:5000 [--user U --password P]
+    .venv/bin/python -m tests.support.testimages --registry 127.0.0.1:5000 [--user U --password P]
 
 Images (all from this host's /bin/busybox, nothing downloaded):
   busybox:latest        two layers: busybox + applets, then /etc files and a whiteout
