@@ -53,10 +53,6 @@ class Unauthenticated(CRIError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
-class PermissionDenied(CRIError):
-    code = grpc.StatusCode.PERMISSION_DENIED
-
-
 class ResourceExhausted(CRIError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

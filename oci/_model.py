@@ -6,10 +6,11 @@ know are kept in ``extra`` and written back, so a config.json produced by a newe
 round trip. Fields that are ``None`` are omitted on output, which keeps "absent" distinct from
 "empty".
 
-Why not @dataclass: generating ~40 dataclasses costs ~25 ms at import, paid by every short-lived
-runtime command (pyrunc parses config.json on each create). Here ``__init_subclass__`` records
-the fields and a shared generic ``__init__`` does the work; ``dataclass_transform`` keeps type
-checkers seeing keyword-only dataclass-style constructors.
+Why not @dataclass: generating ~40 dataclasses costs ~25 ms at import. (pyrunc, which starts
+afresh for every runtime command, does not use this model at all: it reads config.json as plain
+dicts; see ARCHITECTURE.md.) Here ``__init_subclass__`` records the fields and a shared generic
+``__init__`` does the work; ``dataclass_transform`` keeps type checkers seeing keyword-only
+dataclass-style constructors.
 """
 
 from __future__ import annotations

@@ -117,15 +117,6 @@ def default_device_rules() -> list[DeviceRule]:
     ]
 
 
-def default_devices() -> list[Device]:
-    """The nodes every runtime creates in /dev by itself; listed for runtimes and tests to compare."""
-    def node(path: str, major: int, minor: int) -> Device:
-        return Device(type="c", path=path, major=major, minor=minor, file_mode=0o666, uid=0, gid=0)
-
-    return [node("/dev/null", 1, 3), node("/dev/zero", 1, 5), node("/dev/full", 1, 7),
-            node("/dev/random", 1, 8), node("/dev/urandom", 1, 9), node("/dev/tty", 5, 0)]
-
-
 def default_spec() -> Spec:
     caps = list(DEFAULT_CAPABILITIES)
     return Spec(
