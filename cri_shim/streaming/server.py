@@ -117,10 +117,16 @@ class StreamingServer:
         if len(self._connections) >= self.max_connections:
             await _refuse(writer, HTTPError(503, f"streaming server busy: {self.max_connections} "
                                                  f"sessions at once"))
+            with contextlib.suppress(Exception):
+                writer.write_eof()
+                await asyncio.wait_for(reader.read(MAX_HEAD), 1.0)  # so closing does not reset it
+            writer.close()
             return
         self._connections.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            pass  # the server stops: the connection ends with it
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as e:
             log.debug("streaming connection dropped: %s", e)
         except Exception:
@@ -237,6 +243,8 @@ async def _read_head(conn: h11.Connection, reader: asyncio.StreamReader) -> _Hea
             conn.receive_data(data)
             continue
         if isinstance(event, h11.Request):
+            if raw.find(b"\r\n\r\n") > MAX_HEAD:
+                raise HTTPError(431, f"request head larger than {MAX_HEAD} bytes")
             url = urlsplit(event.target.decode("latin-1"))
             headers: dict[str, list[str]] = {}
             for name, value in event.headers:
