@@ -36,6 +36,11 @@ without looking at any window. Therefore:
   honouring the window would stall every stream after 64 KiB forever. Windows are counted
   either way (``send_window``).
 
+Other spdystream behaviour a server must respect: it drops DATA that arrives on a stream before
+it has replied to it (a client waits for our SYN_REPLY anyway), it closes the connection on a
+control frame type it does not know (this module only writes the SPDY/3.1 types), and it echoes
+PINGs and sends its own (odd ids from a client), which ``Connection`` answers by itself.
+
 Errors. A frame that cannot be parsed (bad length, version other than 3, stream id 0, zlib
 failure, a header block whose lengths run past its end) is a session error: ``receive_data``
 returns ``ProtocolError(message, stream_id=None)``, queues GOAWAY(PROTOCOL_ERROR), and the
@@ -407,7 +412,7 @@ class FrameReader:
 
 
 def _stream_id(p: bytes, offset: int, name: str) -> int:
-    sid = struct.unpack_from(">I", p, offset)[0] & MAX_STREAM_ID
+    sid: int = struct.unpack_from(">I", p, offset)[0] & MAX_STREAM_ID
     if sid == 0:
         raise FrameError(f"{name} frame on stream 0")
     return sid

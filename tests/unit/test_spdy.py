@@ -194,8 +194,8 @@ def test_header_block_round_trip_many_frames() -> None:
         SynStreamFrame(2 * i + 1, {"streamtype": t, "port": str(8000 + i), "requestid": str(i)})
         for i, t in enumerate(["data", "error"] * 20)
     ]
-    for f in sent:
-        reader.feed(writer.serialize(f))
+    for frame in sent:
+        reader.feed(writer.serialize(frame))
     got = []
     while (f := reader.next_frame()) is not None:
         got.append(f)
@@ -401,6 +401,10 @@ def test_goaway_then_new_stream_is_ignored() -> None:
     assert ev_c == [GoAway(1, 0)]
     assert ev_s == []
     assert server.open_streams == [1]
+    # The ignored SYN_STREAM's header block was still inflated: the next block decodes.
+    client.send_headers(1, {"after": "goaway"})
+    _, ev_s = pump(client, server)
+    assert ev_s == [HeadersReceived(1, {"after": "goaway"})]
 
 
 def test_large_transfer_with_flow_control_both_ways() -> None:
