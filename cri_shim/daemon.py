@@ -27,10 +27,9 @@ from cri_shim.config import Config
 from cri_shim.containers.manager import ContainerManager
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.criapi import api_pb2_grpc
-from cri_shim.errors import FailedPrecondition, InvalidArgument
+from cri_shim.errors import InvalidArgument
 from cri_shim.event_bus import EventBus
 from cri_shim.imaging.manager import ImageManager
-from cri_shim.ports import ImageProvider, ResolvedImage
 from cri_shim.runtime_handlers import HandlerRegistry
 from cri_shim.sandboxes.manager import SandboxManager
 from cri_shim.server.stream_backend import ManagersBackend
@@ -58,15 +57,13 @@ class Daemon:
         self.config = config
         self.handlers = HandlerRegistry(config)
         self.components: list[Component] = []
-        self.pod_cidr = ""
         self._stopping = asyncio.Event()
         self.events = EventBus()
         self.image_manager = ImageManager(config)
-        self.images: ImageProvider | None = self.image_manager
         self.add_component(self.image_manager)
         self.sandboxes = SandboxManager(config, self.handlers, self._sandbox_event)
         self.containers = ContainerManager(
-            config, self.handlers, self.sandboxes, _ImagesProxy(self), self._container_event
+            config, self.handlers, self.sandboxes, self.image_manager, self._container_event
         )
         self.sandboxes.stop_containers = self.containers.stop_pod
         self.sandboxes.remove_containers = self.containers.remove_pod
@@ -173,31 +170,6 @@ def streaming_server(config: Config, backend: ManagersBackend) -> StreamingServe
                                   f"or key {st.tls_key_file!r}: {e}") from None
     return StreamingServer(backend, st.address, st.port, tls=tls, token_ttl=st.token_ttl,
                            max_connections=st.max_connections)
-
-
-class _ImagesProxy:
-    """Forwards to daemon.images, which the image service installs."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
-
-    def _target(self) -> ImageProvider:
-        if self._daemon.images is None:
-            raise FailedPrecondition("no image service is configured; cannot create containers")
-        return self._daemon.images
-
-    async def resolve(self, ref: str) -> ResolvedImage:
-        return await self._target().resolve(ref)
-
-    async def prepare_rootfs(self, container_id: str, image_id: str) -> Path:
-        return await self._target().prepare_rootfs(container_id, image_id)
-
-    async def release_rootfs(self, container_id: str) -> None:
-        if self._daemon.images is not None:
-            await self._daemon.images.release_rootfs(container_id)
-
-    def rootfs_usage(self, container_id: str) -> tuple[int, int] | None:
-        return self._daemon.images.rootfs_usage(container_id) if self._daemon.images else None
 
 
 def claim_socket(path: str) -> None:

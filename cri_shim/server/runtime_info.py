@@ -96,8 +96,6 @@ class RuntimeInfoRPCs:
     async def UpdateRuntimeConfig(
         self, request: pb.UpdateRuntimeConfigRequest, context: object
     ) -> pb.UpdateRuntimeConfigResponse:
-        # The kubelet sends the node's pod CIDR; CNI plugins that need it read it from here.
-        cidr = request.runtime_config.network_config.pod_cidr
-        if cidr:
-            self.daemon.pod_cidr = cidr
+        # The kubelet sends the node's pod CIDR. Nothing here uses it: the CNI configuration on
+        # disk names the pod network (as with containerd when its CNI config has no template).
         return pb.UpdateRuntimeConfigResponse()
