@@ -18,14 +18,16 @@ checkout. Output streams as it comes (QEMU's console is piped through, never a f
 
 Exit status: pytest's (0 passed, 1 failed, 5 no tests...); 125 when the lane did not run (no
 QEMU, virtme-ng or kernel, the guest did not boot, or it is not cgroup v2 only); 124 when the
-guest ran past --timeout; 2 for a bad option. Each test may take 15 minutes (pytest-timeout;
-a -o timeout=N of your own wins).
+guest ran past --timeout; 2 for a bad option. Each test may take 5 minutes (pytest-timeout,
+with Python's stack dump first; a -o timeout=N of your own wins). A guest that prints nothing
+for 8 minutes is wedged: it is killed and booted once more (within --timeout); a second
+silence is status 124. The kernel is booted with hung-task and stall reports on the console.
 
 Options:
   --kernel PATH     guest kernel (default: the newest /boot/vmlinuz-*)
   --memory SIZE     guest memory (default 2G)
   --cpus N          guest vCPUs (default 2)
-  --timeout SECS    stop the guest after this long (default 2400)
+  --timeout SECS    stop the lane after this long, boots included (default 1800)
   --vng PATH        the vng command (default: .venv/vng/bin/vng, then PATH)
   --dry-run         print the vng command line and exit
 
@@ -39,6 +41,7 @@ import glob
 import json
 import os
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -52,6 +55,7 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parents[1]
 NOT_RUN = 125  # the lane could not run: distinct from every pytest status
 TIMED_OUT = 124
+WEDGED = -1  # internal: the guest went silent (never an exit status)
 BAD_USAGE = 2
 # What CI runs in the guest: every test whose subject is a cgroup v2 file, on each handler.
 CGROUP_V2_SELECTION = [
@@ -62,8 +66,17 @@ CGROUP_V2_SELECTION = [
     "tests/e2e/test_containers.py::test_exit_codes_and_oom",
     "tests/e2e/test_containers.py::test_update_reopen_stats_and_events",
 ]
-# Under emulation a test takes 15-30 times as long as on the host.
-GUEST_TEST_TIMEOUT = 900
+# Under emulation a test takes 15-30 times as long as on the host; the slowest of the CI
+# selection takes about 60 s in the guest.
+GUEST_TEST_TIMEOUT = 300
+# Python's own stack dump of a test stuck past this, even where SIGALRM cannot interrupt it.
+GUEST_FAULTHANDLER_TIMEOUT = 280
+# A guest that prints nothing for this long is wedged (a test prints a dot within
+# GUEST_TEST_TIMEOUT, or pytest-timeout reports it): it is stopped, and booted once more.
+SILENCE_LIMIT = 480.0
+BOOT_ATTEMPTS = 2
+# Kernel messages a wedged guest should leave on the console: hung tasks, lockups, RCU stalls.
+KERNEL_DIAGNOSTICS = "loglevel=4 hung_task_timeout_secs=60 rcupdate.rcu_cpu_stall_timeout=60"
 # Everything the tests write lives here in the guest: a tmpfs, because the guest's root is
 # 9p (no device nodes) and its /tmp an overlay on it (no overlay mounts on top of that).
 GUEST_SCRATCH = "/run/vm-tests"
@@ -89,7 +102,7 @@ class Options:
     kernel: str | None = None
     memory: str = "2G"
     cpus: int = 2
-    timeout: float = 2400.0
+    timeout: float = 1800.0
     vng: str | None = None
     dry_run: bool = False
     help: bool = False
@@ -131,6 +144,7 @@ def parse_args(argv: list[str]) -> Options:
 def pytest_argv(args: list[str]) -> list[str]:
     """The pytest command line the guest runs: the CI selection when none is given."""
     return ["-p", "no:cacheprovider", "-ra", "-o", f"timeout={GUEST_TEST_TIMEOUT}",
+            "-o", f"faulthandler_timeout={GUEST_FAULTHANDLER_TIMEOUT}",
             *(args or CGROUP_V2_SELECTION)]
 
 
@@ -181,6 +195,7 @@ def vng_command(vng: str, kernel: str, opts: Options, results: Path, python: str
         "--force-9p",
         "--disable-monitor",
         "--memory", opts.memory, "--cpus", str(opts.cpus),
+        "--append", KERNEL_DIAGNOSTICS,
         f"--qemu-opts=-fsdev local,id={CACHED_TAG},path=/,security_model=none,readonly=on,multidevs=remap"
         f" -device virtio-9p-pci,fsdev={CACHED_TAG},mount_tag={CACHED_TAG}",
         "--rwdir", str(results),  # the one place the guest writes to the host: its exit status
@@ -229,56 +244,87 @@ def run_host(opts: Options) -> int:
         if opts.dry_run:
             print(shlex.join(cmd))
             return 0
-        say(f"booting {Path(kernel).name} under TCG ({opts.cpus} vCPU, {opts.memory}); "
-            f"pytest {shlex.join(pytest_argv(opts.pytest_args))}")
-        return _boot_and_stream(cmd, vng, opts.timeout, results)
+        deadline = time.monotonic() + opts.timeout
+        for attempt in range(1, BOOT_ATTEMPTS + 1):
+            say(f"booting {Path(kernel).name} under TCG ({opts.cpus} vCPU, {opts.memory}); "
+                f"pytest {shlex.join(pytest_argv(opts.pytest_args))}")
+            status = _boot_and_stream(cmd, vng, deadline - time.monotonic(), results)
+            if status != WEDGED:
+                return status
+            if attempt < BOOT_ATTEMPTS and deadline - time.monotonic() > SILENCE_LIMIT:
+                say("booting a fresh guest: a wedged emulator is not a test result")
+                continue
+            return TIMED_OUT
+        return TIMED_OUT
     finally:
         shutil.rmtree(results, ignore_errors=True)
 
 
-def _boot_and_stream(cmd: list[str], vng: str, timeout: float, results: Path) -> int:
+def _boot_and_stream(cmd: list[str], vng: str, timeout: float, results: Path,
+                     silence_limit: float = SILENCE_LIMIT) -> int:
+    """Run the guest, passing its console through; its pytest status, NOT_RUN, TIMED_OUT, or
+    WEDGED when it printed nothing for silence_limit seconds (it is killed then)."""
     env = dict(os.environ)
     # vng runs its helpers (virtme-run) by name: they live beside it
     env["PATH"] = f"{Path(vng).parent}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+    for stale in (STATUS_FILE, NOT_RUN_FILE):
+        (results / stale).unlink(missing_ok=True)
     t0 = time.monotonic()
     # QEMU truncates files given as its stdout/stderr, so its console comes through a pipe
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
     assert proc.stdout is not None
-    timed_out = False
-
-    def on_alarm(_sig: int, _frame: object) -> None:
-        nonlocal timed_out
-        timed_out = True
-        _kill_group(proc)
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
+    stopped = ""
     try:
-        out = sys.stdout.buffer
-        for line in iter(proc.stdout.readline, b""):
-            out.write(line.replace(b"\r\n", b"\n"))
-            out.flush()
+        stopped = _stream(proc, t0 + timeout, silence_limit)
         vng_status = proc.wait()
     except BaseException:
         _kill_group(proc)
         raise
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
     elapsed = time.monotonic() - t0
     status_file = results / STATUS_FILE
     if status_file.exists():
         status = int(status_file.read_text().split()[0])
         say(f"pytest exit status {status}; guest lifetime {elapsed:.0f}s")
         return status
-    if timed_out:
-        say(f"the guest ran past --timeout {timeout:.0f}s and was stopped")
+    if stopped == "silent":
+        say(f"the guest printed nothing for {silence_limit:.0f}s and was stopped "
+            f"after {elapsed:.0f}s: the emulator or the guest kernel is wedged")
+        return WEDGED
+    if stopped == "timeout":
+        say(f"the guest ran past --timeout ({elapsed:.0f}s) and was stopped")
         return TIMED_OUT
     reason = results / NOT_RUN_FILE
     why = reason.read_text().strip() if reason.exists() else f"vng exit status {vng_status}"
     say(f"the guest did not run the tests ({why}; after {elapsed:.0f}s)")
     return NOT_RUN
+
+
+def _stream(proc: subprocess.Popen[bytes], deadline: float, silence_limit: float) -> str:
+    """Copy the console to stdout until it closes; "timeout" or "silent" if the guest was
+    killed for running past deadline or printing nothing for silence_limit seconds."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    out = sys.stdout.buffer
+    last_output = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            _kill_group(proc)
+            return "timeout"
+        if now - last_output >= silence_limit:
+            _kill_group(proc)
+            return "silent"
+        wait = min(deadline - now, silence_limit - (now - last_output), 5.0)
+        ready, _, _ = select.select([fd], [], [], wait)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return ""
+        last_output = time.monotonic()
+        out.write(chunk.replace(b"\r\n", b"\n"))
+        out.flush()
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

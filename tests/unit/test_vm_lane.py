@@ -7,6 +7,7 @@ import importlib.util
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def test_bad_options(argv: list[str], message: str) -> None:
 def test_no_pytest_arguments_means_the_ci_selection() -> None:
     argv = vm.pytest_argv([])
     assert argv[-len(vm.CGROUP_V2_SELECTION):] == vm.CGROUP_V2_SELECTION
-    assert "timeout=900" in argv and "no:cacheprovider" in argv
+    assert "timeout=300" in argv and "faulthandler_timeout=280" in argv and "no:cacheprovider" in argv
     assert vm.pytest_argv(["-k", "oom"])[-2:] == ["-k", "oom"]
     # every entry of the selection exists: a renamed test must not silently drop out of CI
     root = SCRIPT.parents[1]
@@ -130,3 +131,35 @@ def test_run_tests_sh_runs_the_lane_only_when_asked() -> None:
     text = (SCRIPT.parent / "run-tests.sh").read_text()
     assert "CRI_SHIM_VM_TESTS" in text and "vm-tests.py" in text
     assert "CRI_SHIM_VM_TESTS=1" in (SCRIPT.parents[1] / ".ci" / "run").read_text()
+
+
+def _fake_guest(tmp_path: Path, script: str) -> list[str]:
+    """A stand-in for vng: a shell script whose output is the console."""
+    path = tmp_path / "fake-vng"
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+    return [str(path)]
+
+
+def test_silent_guest_is_wedged_and_killed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cmd = _fake_guest(tmp_path, "echo booted; sleep 60; echo never\n")
+    t0 = time.monotonic()
+    status = vm._boot_and_stream(cmd, cmd[0], timeout=30, results=tmp_path, silence_limit=0.5)
+    assert status == vm.WEDGED and time.monotonic() - t0 < 10
+    out = capsys.readouterr()
+    assert "booted" in out.out and "never" not in out.out
+    assert "printed nothing for 0s" in out.err or "printed nothing for 1s" in out.err
+
+
+def test_talking_guest_runs_to_its_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # output keeps coming more often than the silence limit: the guest is left alone
+    cmd = _fake_guest(tmp_path, f"for i in 1 2 3 4; do echo tick $i; sleep 0.3; done; "
+                                f"echo 0 > {tmp_path}/{vm.STATUS_FILE}\n")
+    status = vm._boot_and_stream(cmd, cmd[0], timeout=30, results=tmp_path, silence_limit=1.0)
+    assert status == 0 and "tick 4" in capsys.readouterr().out
+
+
+def test_guest_past_the_deadline_times_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cmd = _fake_guest(tmp_path, "while true; do echo busy; sleep 0.1; done\n")
+    status = vm._boot_and_stream(cmd, cmd[0], timeout=1.0, results=tmp_path, silence_limit=5.0)
+    assert status == vm.TIMED_OUT and "ran past --timeout" in capsys.readouterr().err
