@@ -244,10 +244,6 @@ class CLIRuntime(CommandLineRuntime):
         result = await self.invoke("features", [])
         return dict(json.loads(result.stdout))
 
-    async def version(self) -> str:
-        result = await self.invoke("--version", [])
-        return result.stdout.strip()
-
 
 async def _reap(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
