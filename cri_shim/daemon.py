@@ -115,9 +115,13 @@ class Daemon:
         from cri_shim.server.image_service import ImageService
         from cri_shim.server.interceptor import LoggingInterceptor
         from cri_shim.server.runtime_service import RuntimeService
+        from cri_shim.server.services import Services
 
-        runtime_service = RuntimeService(self)
-        image_service = ImageService(self)
+        services = Services(config=cfg, handlers=self.handlers, sandboxes=self.sandboxes,
+                            containers=self.containers, images=self.image_manager, events=self.events,
+                            streaming=self.streaming)
+        runtime_service = RuntimeService(services)
+        image_service = ImageService(services)
         started: list[Component] = []
         server = grpc.aio.server(
             interceptors=[LoggingInterceptor()],

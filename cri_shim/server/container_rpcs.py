@@ -14,20 +14,20 @@ from cri_shim.stats import metrics
 
 if TYPE_CHECKING:
     from cri_shim.containers.manager import ContainerManager
-    from cri_shim.daemon import Daemon
+    from cri_shim.server.services import Services
 
 
 class ContainerRPCs:
-    daemon: Daemon
+    services: Services
 
     @property
     def _containers(self) -> ContainerManager:
-        return self.daemon.containers
+        return self.services.containers
 
     async def CreateContainer(
         self, request: pb.CreateContainerRequest, context: object
     ) -> pb.CreateContainerResponse:
-        validation.create_container(request, self.daemon.config.cgroup_driver)
+        validation.create_container(request, self.services.config.cgroup_driver)
         cid = await self._containers.create(
             request.pod_sandbox_id, request.config,
             request.sandbox_config if request.HasField("sandbox_config") else None,

@@ -12,9 +12,9 @@ from cri_shim.imaging import auth
 from cri_shim.server.unimplemented import fill_unimplemented
 
 if TYPE_CHECKING:
-    from cri_shim.daemon import Daemon
     from cri_shim.imaging.manager import ImageManager
     from cri_shim.imaging.store import ImageRecord
+    from cri_shim.server.services import Services
 
 
 def image_pb(rec: ImageRecord) -> pb.Image:
@@ -32,12 +32,12 @@ def image_pb(rec: ImageRecord) -> pb.Image:
 
 
 class ImageService(api_pb2_grpc.ImageServiceServicer):
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, services: Services) -> None:
+        self.services = services
 
     @property
     def _images(self) -> ImageManager:
-        return self.daemon.image_manager
+        return self.services.images
 
     def _matches(self, img: pb.Image, f: pb.ImageFilter | None) -> bool:
         if f is None or not f.image.image:
@@ -80,7 +80,7 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
 
         ib, ii, cb, ci = self._images.fs_usage()
         ts = time.time_ns()
-        root = self.daemon.config.root_dir
+        root = self.services.config.root_dir
         image = pb.FilesystemUsage(timestamp=ts,
                                    fs_id=pb.FilesystemIdentifier(mountpoint=f"{root}/snapshots"))
         image.used_bytes.value, image.inodes_used.value = ib, ii

@@ -12,21 +12,21 @@ from cri_shim.criapi import api_pb2 as pb
 from cri_shim.stats import pod as pod_stats
 
 if TYPE_CHECKING:
-    from cri_shim.daemon import Daemon
     from cri_shim.sandboxes.manager import SandboxManager
+    from cri_shim.server.services import Services
 
 
 class PodRPCs:
-    daemon: Daemon
+    services: Services
 
     @property
     def _pods(self) -> SandboxManager:
-        return self.daemon.sandboxes
+        return self.services.sandboxes
 
     async def RunPodSandbox(
         self, request: pb.RunPodSandboxRequest, context: object
     ) -> pb.RunPodSandboxResponse:
-        validation.run_pod_sandbox(request, self.daemon.config.cgroup_driver)
+        validation.run_pod_sandbox(request, self.services.config.cgroup_driver)
         pod_id = await self._pods.run(request.config, request.runtime_handler)
         return pb.RunPodSandboxResponse(pod_sandbox_id=pod_id)
 
@@ -47,8 +47,8 @@ class PodRPCs:
     ) -> pb.PodSandboxStatusResponse:
         status, info = self._pods.status(request.pod_sandbox_id, request.verbose)
         resp = pb.PodSandboxStatusResponse(status=status, info=info)
-        for c in self.daemon.containers.pod_containers(status.id):
-            resp.containers_statuses.append(self.daemon.containers.status(c.meta.id)[0])
+        for c in self.services.containers.pod_containers(status.id):
+            resp.containers_statuses.append(self.services.containers.status(c.meta.id)[0])
         resp.timestamp = time.time_ns()
         return resp
 
@@ -69,17 +69,18 @@ class PodRPCs:
     async def GetContainerEvents(
         self, request: pb.GetEventsRequest, context: object
     ) -> AsyncIterator[pb.ContainerEventResponse]:
-        async for event in self.daemon.events.subscribe():
+        async for event in self.services.events.subscribe():
             yield event
 
     async def PodSandboxStats(
         self, request: pb.PodSandboxStatsRequest, context: object
     ) -> pb.PodSandboxStatsResponse:
-        stats = await pod_stats.pod_sandbox_stats(self._pods, self.daemon.containers, request.pod_sandbox_id)
+        stats = await pod_stats.pod_sandbox_stats(self._pods, self.services.containers,
+                                                  request.pod_sandbox_id)
         return pb.PodSandboxStatsResponse(stats=stats)
 
     async def ListPodSandboxStats(
         self, request: pb.ListPodSandboxStatsRequest, context: object
     ) -> pb.ListPodSandboxStatsResponse:
-        stats = await pod_stats.list_pod_sandbox_stats(self._pods, self.daemon.containers, request.filter)
+        stats = await pod_stats.list_pod_sandbox_stats(self._pods, self.services.containers, request.filter)
         return pb.ListPodSandboxStatsResponse(stats=stats)

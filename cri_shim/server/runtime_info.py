@@ -12,14 +12,14 @@ from cri_shim.network.cni_config import NoNetworkConfig, load_default_network
 from cri_shim.runtime_handlers import resolve_binary
 
 if TYPE_CHECKING:
-    from cri_shim.daemon import Daemon
+    from cri_shim.server.services import Services
 
 RUNTIME_NAME = "cri-shim"
 RUNTIME_API_VERSION = "v1"
 
 
 class RuntimeInfoRPCs:
-    daemon: Daemon
+    services: Services
 
     async def Version(self, request: pb.VersionRequest, context: object) -> pb.VersionResponse:
         return pb.VersionResponse(
@@ -30,8 +30,8 @@ class RuntimeInfoRPCs:
         )
 
     async def Status(self, request: pb.StatusRequest, context: object) -> pb.StatusResponse:
-        cfg = self.daemon.config
-        handlers = self.daemon.handlers
+        cfg = self.services.config
+        handlers = self.services.handlers
         runtime = pb.RuntimeCondition(type="RuntimeReady", status=True)
         problems: list[str] = []
         default = handlers.handlers[handlers.default]
@@ -90,7 +90,7 @@ class RuntimeInfoRPCs:
     async def RuntimeConfig(
         self, request: pb.RuntimeConfigRequest, context: object
     ) -> pb.RuntimeConfigResponse:
-        driver = pb.CGROUPFS if self.daemon.config.cgroup_driver == "cgroupfs" else pb.SYSTEMD
+        driver = pb.CGROUPFS if self.services.config.cgroup_driver == "cgroupfs" else pb.SYSTEMD
         return pb.RuntimeConfigResponse(linux=pb.LinuxRuntimeConfiguration(cgroup_driver=driver))
 
     async def UpdateRuntimeConfig(

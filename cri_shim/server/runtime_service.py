@@ -12,13 +12,13 @@ from cri_shim.server.stream_rpcs import StreamRPCs
 from cri_shim.server.unimplemented import fill_unimplemented
 
 if TYPE_CHECKING:
-    from cri_shim.daemon import Daemon
+    from cri_shim.server.services import Services
 
 
 class RuntimeService(RuntimeInfoRPCs, PodRPCs, ContainerRPCs, StreamRPCs,
                      api_pb2_grpc.RuntimeServiceServicer):
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, services: Services) -> None:
+        self.services = services
 
 
 fill_unimplemented(RuntimeService, api_pb2_grpc.RuntimeServiceServicer, "RuntimeService")

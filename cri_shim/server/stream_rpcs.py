@@ -10,17 +10,17 @@ from cri_shim.streaming.server import validate_target
 from cri_shim.streaming.targets import AttachTarget, ExecTarget, PortForwardTarget
 
 if TYPE_CHECKING:
-    from cri_shim.daemon import Daemon
+    from cri_shim.server.services import Services
 
 
 class StreamRPCs:
-    daemon: Daemon
+    services: Services
 
     async def Exec(self, request: pb.ExecRequest, context: object) -> pb.ExecResponse:
         target = ExecTarget(request.container_id, tuple(request.cmd), request.tty, request.stdin,
                             request.stdout, request.stderr)
         validate_target(target)
-        server = self.daemon.streaming
+        server = self.services.streaming
         server.backend.check_container(request.container_id)
         return pb.ExecResponse(url=server.url_for(target))
 
@@ -28,13 +28,13 @@ class StreamRPCs:
         target = AttachTarget(request.container_id, request.tty, request.stdin, request.stdout,
                               request.stderr)
         validate_target(target)
-        server = self.daemon.streaming
+        server = self.services.streaming
         server.backend.check_container(request.container_id)
         return pb.AttachResponse(url=server.url_for(target))
 
     async def PortForward(self, request: pb.PortForwardRequest, context: object) -> pb.PortForwardResponse:
         target = PortForwardTarget(request.pod_sandbox_id, tuple(request.port))
         validate_target(target)
-        server = self.daemon.streaming
+        server = self.services.streaming
         server.backend.check_pod(request.pod_sandbox_id)
         return pb.PortForwardResponse(url=server.url_for(target))
