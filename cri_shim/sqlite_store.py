@@ -6,6 +6,7 @@ returns; the stores call it from worker threads as well as from the event loop.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -38,3 +39,16 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def dump_record(d: dict[str, Any]) -> str:
+    """A record as JSON; bytes fields as hex, named under "__bytes__" so load_record restores them."""
+    return json.dumps({k: (v.hex() if isinstance(v, bytes) else v) for k, v in d.items()}
+                      | {"__bytes__": [k for k, v in d.items() if isinstance(v, bytes)]})
+
+
+def load_record(text: str) -> dict[str, Any]:
+    d: dict[str, Any] = json.loads(text)
+    for k in d.pop("__bytes__", []):
+        d[k] = bytes.fromhex(d[k])
+    return d

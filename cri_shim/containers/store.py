@@ -8,12 +8,10 @@ crash leaves a record in state "creating" that recovery cleans up.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-from cri_shim.sqlite_store import SqliteStore
+from cri_shim.sqlite_store import SqliteStore, dump_record, load_record
 
 # Lifecycle states; CRI's CONTAINER_UNKNOWN is reported for "creating" leftovers.
 CREATING = "creating"
@@ -64,26 +62,15 @@ class ContainerStore(SqliteStore):
 
     def put(self, meta: ContainerMeta, status: ContainerState) -> None:
         self.execute("INSERT OR REPLACE INTO containers (id, meta, status) VALUES (?, ?, ?)",
-                     (meta.id, _dump(asdict(meta)), _dump(asdict(status))))
+                     (meta.id, dump_record(asdict(meta)), dump_record(asdict(status))))
 
     def put_status(self, container_id: str, status: ContainerState) -> None:
-        self.execute("UPDATE containers SET status = ? WHERE id = ?", (_dump(asdict(status)), container_id))
+        self.execute("UPDATE containers SET status = ? WHERE id = ?",
+                     (dump_record(asdict(status)), container_id))
 
     def delete(self, container_id: str) -> None:
         self.execute("DELETE FROM containers WHERE id = ?", (container_id,))
 
     def load(self) -> list[tuple[ContainerMeta, ContainerState]]:
         rows = self.execute("SELECT meta, status FROM containers")
-        return [(ContainerMeta(**_load(m)), ContainerState(**_load(s))) for m, s in rows]
-
-
-def _dump(d: dict[str, Any]) -> str:
-    return json.dumps({k: (v.hex() if isinstance(v, bytes) else v) for k, v in d.items()}
-                      | {"__bytes__": [k for k, v in d.items() if isinstance(v, bytes)]})
-
-
-def _load(text: str) -> dict[str, Any]:
-    d = json.loads(text)
-    for k in d.pop("__bytes__", []):
-        d[k] = bytes.fromhex(d[k])
-    return d
+        return [(ContainerMeta(**load_record(m)), ContainerState(**load_record(s))) for m, s in rows]

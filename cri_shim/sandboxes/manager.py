@@ -46,7 +46,7 @@ class Sandbox:
 
     @property
     def config(self) -> pb.PodSandboxConfig:
-        return pb.PodSandboxConfig.FromString(bytes.fromhex(self.meta.config_hex))
+        return pb.PodSandboxConfig.FromString(self.meta.config)
 
     @property
     def dir(self) -> Path:
@@ -177,7 +177,7 @@ class SandboxManager:
         pod_id = secrets.token_hex(32)
         meta = SandboxMeta(
             id=pod_id, name=md.name, namespace=md.namespace, uid=md.uid,
-            attempt=md.attempt, config_hex=cfg.SerializeToString().hex(), handler=handler.name,
+            attempt=md.attempt, config=cfg.SerializeToString(), handler=handler.name,
             dir=str(self.dir / pod_id), created_at=now_ns(), host_network=ns.network == pb.NODE,
             host_ipc=ns.ipc == pb.NODE, host_pid=ns.pid == pb.NODE, shared_pid=ns.pid == pb.POD,
             cgroup_parent=cfg.linux.cgroup_parent,

@@ -3,11 +3,11 @@ one row each."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from cri_shim.sqlite_store import SqliteStore
+from cri_shim.sqlite_store import SqliteStore, dump_record, load_record
 
 CREATING = "creating"
 READY = "ready"
@@ -21,7 +21,7 @@ class SandboxMeta:
     namespace: str
     uid: str
     attempt: int
-    config_hex: str  # serialized pb.PodSandboxConfig
+    config: bytes  # serialized pb.PodSandboxConfig, stored as the container store does
     handler: str
     dir: str  # per-pod state directory
     created_at: int
@@ -56,14 +56,23 @@ class SandboxStore(SqliteStore):
 
     def put(self, meta: SandboxMeta, status: SandboxState) -> None:
         self.execute("INSERT OR REPLACE INTO sandboxes VALUES (?, ?, ?)",
-                     (meta.id, json.dumps(asdict(meta)), json.dumps(asdict(status))))
+                     (meta.id, dump_record(asdict(meta)), dump_record(asdict(status))))
 
     def put_status(self, sandbox_id: str, status: SandboxState) -> None:
-        self.execute("UPDATE sandboxes SET status = ? WHERE id = ?", (json.dumps(asdict(status)), sandbox_id))
+        self.execute("UPDATE sandboxes SET status = ? WHERE id = ?",
+                     (dump_record(asdict(status)), sandbox_id))
 
     def delete(self, sandbox_id: str) -> None:
         self.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
 
     def load(self) -> list[tuple[SandboxMeta, SandboxState]]:
         rows = self.execute("SELECT meta, status FROM sandboxes")
-        return [(SandboxMeta(**json.loads(m)), SandboxState(**json.loads(s))) for m, s in rows]
+        return [(SandboxMeta(**_meta_fields(load_record(m))), SandboxState(**load_record(s)))
+                for m, s in rows]
+
+
+def _meta_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """Records written before the config was stored as bytes carry it as a "config_hex" string."""
+    if "config_hex" in d:
+        d["config"] = bytes.fromhex(d.pop("config_hex"))
+    return d

@@ -294,7 +294,7 @@ def test_pod_cgroup_of_a_sandbox() -> None:
     from cri_shim.sandboxes.store import SandboxMeta, SandboxState
 
     def sandbox(infra_cgroup: str) -> Sandbox:
-        meta = SandboxMeta(id=POD, name="n", namespace="ns", uid="u", attempt=0, config_hex="",
+        meta = SandboxMeta(id=POD, name="n", namespace="ns", uid="u", attempt=0, config=b"",
                            handler="runc", dir="/run/p", created_at=0, infra_cgroup=infra_cgroup)
         return Sandbox(meta, SandboxState())
 
