@@ -34,6 +34,7 @@ from pathlib import Path
 from cri_shim import cgroup_paths
 from cri_shim.atomic_file import PRIVATE_FILE, write_atomic
 from cri_shim.config import Config
+from cri_shim.containers import attach as attach_io
 from cri_shim.containers import conmon, conmon_cgroup, views
 from cri_shim.containers.spec_gen import ImageContext, build_spec
 from cri_shim.containers.store import (
@@ -434,6 +435,26 @@ class ContainerManager:
             io = dataclasses.replace(io, stdin=None)
         rt = self.handlers.runtime(c.meta.handler)
         return await rt.exec_stream(c.meta.id, Path(c.meta.bundle), Process.from_dict(process), io)
+
+    async def attach(self, container_id: str, stdin: bool, tty: bool, io: StreamIO) -> None:
+        """Attach the client's streams to the container's (CRI Attach) through conmon, until
+        the container exits or the client goes away. The client's stdin reaches a container
+        created with stdin only (else the attach is output-only, as containerd's)."""
+        c = self.get(container_id)
+        self._check_exit(c)
+        if c.status.state != RUNNING:
+            raise FailedPrecondition(
+                f"container {c.meta.id} is not running ({c.status.state}); cannot attach")
+        cfg = c.config
+        if not (stdin and cfg.stdin):
+            io = dataclasses.replace(io, stdin=None)
+        io = dataclasses.replace(io, tty=tty or cfg.tty)
+        try:
+            sock = await attach_io.connect(self.socket_dir, c.meta.id)
+        except OSError as e:
+            raise FailedPrecondition(
+                f"container {c.meta.id}: cannot reach its monitor's attach socket: {e}") from None
+        await attach_io.run(sock, Path(c.meta.bundle), io, stdin_once=cfg.stdin_once)
 
     async def update_resources(self, container_id: str, r: pb.LinuxContainerResources) -> None:
         c = self.get(container_id)
