@@ -69,11 +69,13 @@ class TunnelIO:
         self._messages = transport.messages()
 
     async def read(self) -> bytes:
-        try:
-            message = await anext(self._messages)
-        except (StopAsyncIteration, ConnectionError, OSError):
-            return b""
-        return message if isinstance(message, bytes) else message.encode()
+        while True:
+            try:
+                message = await anext(self._messages)
+            except (StopAsyncIteration, ConnectionError, OSError):
+                return b""
+            if message:  # the client's empty writes come as empty messages: not an end
+                return message if isinstance(message, bytes) else message.encode()
 
     async def write(self, data: bytes) -> None:
         await self.transport.send(data)
@@ -95,6 +97,8 @@ class Session:
             while True:
                 data = await self.io.read()
                 events = self.conn.receive_data(data)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("spdy session: %d bytes in: %s", len(data), events)
                 for event in events:
                     self._dispatch(event)
                 await self.flush()

@@ -65,6 +65,7 @@ class WebSocketTransport:
                 return
             self.ws.receive_data(data)
             for event in self.ws.events():
+                log.debug("websocket: %s", type(event).__name__)
                 if isinstance(event, Ping):
                     self._write(self.ws.send(event.response()))
                 elif isinstance(event, CloseConnection):

@@ -412,6 +412,8 @@ def test_websocket_port_forward_channels_and_spdy_tunnel() -> None:
                     if isinstance(event, AcceptConnection):
                         assert event.subprotocol == "SPDY/3.1+portforward.k8s.io"
                         accepted = True
+                        # gorilla sends empty messages for empty writes: not the end
+                        writer.write(ws.send(Message(data=b"")))
                         writer.write(ws.send(Message(data=conn.data_to_send())))
                     elif isinstance(event, BytesMessage):
                         for ev in conn.receive_data(event.data):
