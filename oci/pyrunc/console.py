@@ -14,10 +14,26 @@ TIOCSWINSZ = 0x5414
 TIOCGWINSZ = 0x5413
 
 
+# sun_path holds 108 bytes with its NUL; a bundle or state dir under a long root (a 64-digit
+# container id) can exceed it
+_SUN_PATH_MAX = 107
+
+
+def _reachable(path: str) -> str:
+    """path, or the same socket file through /proc/self/fd of its directory when path is too
+    long for a unix socket address. The directory's descriptor stays open for the process's
+    life (pyrunc commands are short) and is inherited by the children that connect."""
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        return path
+    directory, name = os.path.split(path)
+    fd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY)
+    return f"/proc/self/fd/{fd}/{name}"
+
+
 def connect(path: str) -> int:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        s.connect(path)
+        s.connect(_reachable(path))
     except OSError as e:
         s.close()
         from .errors import PyruncError
@@ -52,6 +68,7 @@ def setup_pty(sock_fd: int, uid: int, size: dict | None) -> None:
 def listen(path: str) -> tuple[socket.socket, str]:
     """Our own console socket, for `exec -t` in the foreground without --console-socket."""
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path = _reachable(path)
     srv.bind(path)
     srv.listen(1)
     return srv, path

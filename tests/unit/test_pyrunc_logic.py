@@ -219,3 +219,23 @@ def test_update_flags_to_resources() -> None:
     assert cli_args.parse_size("1g") == 1 << 30 and cli_args.parse_size("-1") == -1
     with pytest.raises(PyruncError):
         cli_args.parse_size("lots")
+
+
+def test_console_socket_beyond_sun_path_still_binds_and_connects(tmp_path: Path) -> None:
+    # a state dir under a long root with a 64-digit container id is past unix sockets' 108 bytes
+    from oci.pyrunc import console
+
+    deep = tmp_path / ("d" * 60) / ("e" * 64)
+    deep.mkdir(parents=True)
+    path = str(deep / "console-1.sock")
+    assert len(path) > 108
+    srv, bound = console.listen(path)
+    try:
+        assert bound.startswith("/proc/self/fd/")
+        fd = console.connect(path)
+        conn, _ = srv.accept()
+        conn.close()
+        os.close(fd)
+        assert (deep / "console-1.sock").exists()
+    finally:
+        srv.close()
