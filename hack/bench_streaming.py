@@ -21,8 +21,9 @@ PortForward RPC, SPDY upgrade (portforward.k8s.io), one error + data stream pair
 an HTTP/1.0 GET through it, timed from the request to the last byte of the body (MB = 10^6
 bytes). Repeated `--pf-reps` times, the sides alternating; best and median.
 
-The client is the project's sans-IO SPDY core in client mode (flow_control=False: containerd's
-spdystream does no SPDY flow control), over asyncio sockets, the same code for both sides.
+The client is the project's sans-IO SPDY core in client mode over asyncio sockets, the same code
+for both sides. Like kubectl's and critest's client (moby/spdystream) it does no SPDY flow
+control and sends no WINDOW_UPDATE (flow_control=False, auto_window_update=False).
 Prints p50/p95 per target, the ratio cri-shim/containerd, and where the streaming round trip's
 time goes (Exec RPC, upgrade, session).
 """
@@ -69,7 +70,8 @@ class SpdyClient:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
-        self.conn = spdy.Connection(client=True)
+        # As kubectl's and critest's spdystream: no SPDY flow control and no WINDOW_UPDATE sent.
+        self.conn = spdy.Connection(client=True, auto_window_update=False)
         self.data: dict[int, bytearray] = {}
         self.sinks: dict[int, Callable[[bytes], None]] = {}
         self.replied: set[int] = set()
