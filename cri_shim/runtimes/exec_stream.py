@@ -40,11 +40,20 @@ PIPE = asyncio.subprocess.PIPE
 DEVNULL = asyncio.subprocess.DEVNULL
 
 
+FIRST_SIZE_WAIT = 1.0
+
+
 async def run(oci: CommandLineRuntime, container_id: str, process: Process, io: StreamIO,
               pid_file: Path) -> int:
     """Run ``process`` in the container with ``io`` as its streams; return its exit code."""
     if process.terminal:
         initial = None
+        if io.sizes_coming and io.resize.empty():
+            # kubectl and crictl send the terminal's size as they connect: wait for it briefly,
+            # so the process starts with it rather than racing a resize (stty, full-screen tools)
+            with contextlib.suppress(TimeoutError):
+                first = await asyncio.wait_for(io.resize.get(), FIRST_SIZE_WAIT)
+                io.resize.put_nowait(first)
         while not io.resize.empty():  # a size the client sent already is the initial one
             if (size := io.resize.get_nowait()) is None:
                 break

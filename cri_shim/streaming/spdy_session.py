@@ -212,7 +212,7 @@ async def _remote_command(session: Session, protocol: str, backend: Backend,
     io = StreamIO(stdin=session.inbound[streams["stdin"]] if "stdin" in streams and target.stdin else None,
                   stdout=session.writer(streams["stdout"]) if "stdout" in streams else None,
                   stderr=session.writer(streams["stderr"]) if "stderr" in streams else None,
-                  tty=target.tty)
+                  tty=target.tty, sizes_coming="resize" in streams)
     resize_task = (asyncio.create_task(_pump_resizes(session.inbound[streams["resize"]], io))
                    if "resize" in streams else None)
     try:

@@ -30,6 +30,9 @@ class StreamIO:
     stderr: Writer | None = None
     tty: bool = False
     resize: asyncio.Queue[TerminalSize | None] = field(default_factory=asyncio.Queue)
+    # The client has a resize stream: its first message (sent as it connects) is the size
+    # the process should start with.
+    sizes_coming: bool = False
 
     async def read_stdin(self) -> bytes:
         """The next chunk of stdin; b"" at its end (or when there is no stdin)."""

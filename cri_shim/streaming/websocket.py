@@ -112,7 +112,8 @@ async def serve_remote_command(transport: WebSocketTransport, proto: ChannelProt
 
     io = StreamIO(stdin=asyncio.Queue() if target.stdin else None, tty=target.tty,
                   stdout=channel_writer(channels.STDOUT) if target.stdout else None,
-                  stderr=channel_writer(channels.STDERR) if target.stderr else None)
+                  stderr=channel_writer(channels.STDERR) if target.stderr else None,
+                  sizes_coming=target.tty)
     # the kubelet tells the client the session is up with an empty message on the lowest
     # channel it will write to
     first = channels.STDOUT if target.stdout else channels.STDERR if target.stderr else channels.ERROR

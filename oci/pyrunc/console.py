@@ -129,7 +129,8 @@ def proxy_until_exit(srv: socket.socket, pid: int, wait: object) -> int:
     saved = None
     if os.isatty(0):
         saved = termios.tcgetattr(0)
-        tty.setraw(0)
+        # TCSANOW: the default TCSAFLUSH would drop what the client typed before we got here
+        tty.setraw(0, termios.TCSANOW)
     _follow_size(master, pid)
     try:
         stdin_open = True

@@ -73,7 +73,8 @@ def test_base64_channel_messages() -> None:
 
 
 def test_negotiation_follows_the_clients_order() -> None:
-    assert channels.negotiate(["v4.channel.k8s.io", "v5.channel.k8s.io"], channels.REMOTE_COMMAND) is channels.V4
+    offered = ["v4.channel.k8s.io", "v5.channel.k8s.io"]
+    assert channels.negotiate(offered, channels.REMOTE_COMMAND) is channels.V4
     assert channels.negotiate(["v5.channel.k8s.io"], channels.REMOTE_COMMAND) is channels.V5
     assert channels.negotiate([], channels.REMOTE_COMMAND) is channels.UNNAMED
     assert channels.negotiate(["v9.channel.k8s.io"], channels.REMOTE_COMMAND) is None

@@ -21,6 +21,7 @@ from cri_shim.streaming import spdy
 from cri_shim.streaming.server import StreamingServer
 from cri_shim.streaming.stdio import StreamIO
 from cri_shim.streaming.targets import AttachTarget, ExecTarget, PortForwardTarget
+from tests.support.spdy_client import SpdyClient
 
 
 class FakeBackend:
@@ -244,58 +245,13 @@ def test_client_leaving_cancels_the_exec() -> None:
     run(main())
 
 
-class SpdyClient:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.conn = spdy.Connection(client=True)
-        self.data: dict[int, bytearray] = {}
-        self.fin: set[int] = set()
-        self.reset: set[int] = set()
-
-    @classmethod
-    async def connect(cls, url: str, protocol: str) -> tuple[SpdyClient, str]:
-        host, _, rest = url.removeprefix("http://").partition("/")
-        h, _, p = host.rpartition(":")
-        reader, writer = await asyncio.open_connection(h, int(p))
-        writer.write((f"POST /{rest} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n"
-                      f"Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {protocol}\r\n\r\n").encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
-        return cls(reader, writer), head.decode()
-
-    def open(self, headers: dict[str, str], fin: bool = False) -> int:
-        sid = self.conn.open_stream(headers, fin=fin)
-        self.data[sid] = bytearray()
-        return sid
-
-    def send(self, sid: int, data: bytes, fin: bool = False) -> None:
-        self.conn.send_data(sid, data, fin=fin)
-
-    async def pump_until(self, done: object) -> None:
-        while not done():  # type: ignore[operator]
-            self.writer.write(self.conn.data_to_send())
-            chunk = await self.reader.read(65536)
-            for ev in self.conn.receive_data(chunk):
-                if isinstance(ev, spdy.Data):
-                    self.data[ev.stream_id] += ev.data
-                    if ev.fin:
-                        self.fin.add(ev.stream_id)
-                elif isinstance(ev, spdy.StreamReset):
-                    self.reset.add(ev.stream_id)
-                elif isinstance(ev, spdy.StreamReply) and ev.fin:
-                    self.fin.add(ev.stream_id)
-            if not chunk:
-                return
-        self.writer.write(self.conn.data_to_send())
-
-
 @pytest.mark.parametrize("protocol", ["v4.channel.k8s.io", "v2.channel.k8s.io"])
 def test_spdy_exec(protocol: str) -> None:
     async def main() -> None:
         async with serving() as (server, _):
             url = server.url_for(ExecTarget("c1", ("out-err", "3"), False, False, True, True))
-            client, head = await SpdyClient.connect(url, f"{protocol}, channel.k8s.io")
-            assert f"X-Stream-Protocol-Version: {protocol}" in head
+            client = await SpdyClient.connect(url, f"{protocol}, channel.k8s.io")
+            assert f"X-Stream-Protocol-Version: {protocol}" in client.head
             err = client.open({"streamtype": "error"})
             out = client.open({"streamtype": "stdout"})
             errout = client.open({"streamtype": "stderr"})
@@ -313,7 +269,7 @@ def test_spdy_exec_with_stdin_and_tty_resize() -> None:
     async def main() -> None:
         async with serving() as (server, _):
             url = server.url_for(ExecTarget("c1", ("cat",), False, True, True, False))
-            client, _ = await SpdyClient.connect(url, "v4.channel.k8s.io")
+            client = await SpdyClient.connect(url, "v4.channel.k8s.io")
             err = client.open({"streamtype": "error"})
             sin = client.open({"streamtype": "stdin"})
             out = client.open({"streamtype": "stdout"})
@@ -323,7 +279,7 @@ def test_spdy_exec_with_stdin_and_tty_resize() -> None:
             client.writer.close()
 
             url = server.url_for(ExecTarget("c1", ("size",), True, True, True, False))
-            client, _ = await SpdyClient.connect(url, "v4.channel.k8s.io")
+            client = await SpdyClient.connect(url, "v4.channel.k8s.io")
             err = client.open({"streamtype": "error"})
             sin = client.open({"streamtype": "stdin"})
             out = client.open({"streamtype": "stdout"})
@@ -339,7 +295,7 @@ def test_spdy_attach() -> None:
     async def main() -> None:
         async with serving() as (server, _):
             url = server.url_for(AttachTarget("c1", False, True, True, False))
-            client, _ = await SpdyClient.connect(url, "v4.channel.k8s.io")
+            client = await SpdyClient.connect(url, "v4.channel.k8s.io")
             err = client.open({"streamtype": "error"})
             sin = client.open({"streamtype": "stdin"})
             out = client.open({"streamtype": "stdout"})
@@ -354,7 +310,7 @@ def test_spdy_port_forward_many_connections_and_a_refused_port() -> None:
     async def main() -> None:
         async with serving() as (server, _):
             url = server.url_for(PortForwardTarget("pod", ()))
-            client, _ = await SpdyClient.connect(url, "portforward.k8s.io")
+            client = await SpdyClient.connect(url, "portforward.k8s.io")
             pairs = []
             for i in range(20):
                 client.open({"streamtype": "error", "port": "80", "requestid": str(i)})
