@@ -250,11 +250,12 @@ def to_toml(cfg: Config) -> str:
         for k, v in plain.items():
             out.append(f"{key(k)} = {scalar(v)}")
 
-    SUBTABLES = {"runtimes", "cni", "images"}
+    SUBTABLES = {"runtimes", "cni", "images", "streaming"}
     d = cfg.to_dict()
     table("", d)
     for name, rt in d["runtimes"].items():
         table(f"runtimes.{key(name)}", rt)
     table("cni", d["cni"])
     table("images", d["images"])
+    table("streaming", d["streaming"])
     return "\n".join(out) + "\n"

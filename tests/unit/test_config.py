@@ -48,6 +48,11 @@ def test_toml_round_trip() -> None:
         ("socket = [", "is not valid TOML"),
         ("[images]\nservers = {'gcr.io' = 'ftp://x'}", "images.servers['gcr.io'] must be an http"),
         ("[images]\nmirrors = {'gcr.io' = 'http://x'}", "images.mirrors['gcr.io'] must be a list"),
+        ("[streaming]\nport = 70000", "streaming.port 70000 is not a port"),
+        ("[streaming]\ntls_cert_file = '/c.pem'", "tls_cert_file and streaming.tls_key_file go together"),
+        ("[streaming]\ntoken_ttl = 0", "streaming.token_ttl 0 must be positive"),
+        ("[streaming]\nmax_connections = 0", "streaming.max_connections 0 must be at least 1"),
+        ("[streaming]\nadress = 'x'", "unknown key streaming.'adress'"),
     ],
 )
 def test_bad_config(tmp_path: Path, text: str, message: str) -> None:

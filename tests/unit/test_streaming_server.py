@@ -9,6 +9,7 @@ import json
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import websockets
@@ -377,4 +378,28 @@ def test_websocket_port_forward_channels_and_spdy_tunnel() -> None:
                                 data += ev.data
             assert accepted
             writer.close()
+    run(main())
+
+
+def test_tls(tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    client_ctx.check_hostname = False
+
+    async def main() -> None:
+        async with serving(tls=server_ctx) as (server, _):
+            assert server.base_url.startswith("https://127.0.0.1:")
+            url = server.url_for(ExecTarget("c1", ("out-err", "0"), False, False, True, True))
+            async with websockets.connect(url.replace("https://", "wss://"), ssl=client_ctx,
+                                          subprotocols=["v4.channel.k8s.io"]) as ws:  # type: ignore[list-item]
+                got = [m async for m in ws]
+            assert b"\x01out\n" in got
     run(main())
