@@ -22,6 +22,7 @@ from typing import Protocol
 
 import grpc
 
+from cri_shim import sd_notify
 from cri_shim.atomic_file import SHARED_FILE, private_dir, write_atomic
 from cri_shim.config import Config
 from cri_shim.containers.manager import ContainerManager
@@ -147,8 +148,11 @@ class Daemon:
             pidfile = Path(cfg.state_dir) / "cri-shim.pid"
             await asyncio.to_thread(write_atomic, pidfile, f"{os.getpid()}\n", SHARED_FILE)
             log.info("cri-shim serving on %s (state %s, root %s)", cfg.socket, cfg.state_dir, cfg.root_dir)
+            # systemd (Type=notify): ready once the socket answers
+            sd_notify.notify(READY=1, MAINPID=os.getpid(), STATUS=f"serving on {cfg.socket}")
             await self._stopping.wait()
             log.info("shutting down")
+            sd_notify.notify(STOPPING=1, STATUS="shutting down")
             await server.stop(SHUTDOWN_GRACE)
         finally:
             for c in reversed(started):

@@ -12,7 +12,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "setup-host.sh: run as root" >&2; exit 1; }
 
 PACKAGES="runc crun conmon catatonit containernetworking-plugins criu iptables iproute2
-util-linux procps libseccomp2 docker-registry skopeo umoci busybox-static apache2-utils python3-venv"
+util-linux procps libseccomp2 docker-registry skopeo umoci busybox-static apache2-utils python3-venv
+systemd openssl"
 
 missing=""
 for p in $PACKAGES; do

@@ -1,4 +1,4 @@
-"""The `cri-shim` command: one module per subcommand (serve, config, images); this one parses and
+"""The `cri-shim` command: one module per subcommand (serve, config, images, install); this one parses and
 dispatches."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from cri_shim import __version__
-from cri_shim.cli import config, images, serve
+from cri_shim.cli import config, images, install, serve
 from cri_shim.errors import CRIError
 
 
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(sub)
     config.add_parser(sub)
     images.add_parser(sub)
+    install.add_parser(sub)
     return parser
 
 

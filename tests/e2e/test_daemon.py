@@ -203,3 +203,23 @@ def test_python_dash_m_entry_point() -> None:
     out = subprocess.run([sys.executable, "-m", "cri_shim", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and __version__ in out.stdout
     assert os.path.exists(Path(sys.executable).parent / "cri-shim")
+
+
+def test_readiness_reaches_systemd_once_the_socket_answers(daemon_factory, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Type=notify: READY=1 comes after the socket answers, STOPPING=1 at SIGTERM."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify"
+    listener.bind(str(path))
+    listener.settimeout(20)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    try:
+        d = daemon_factory(start=False)
+        d.start()
+        ready = listener.recv(4096).decode()
+        assert "READY=1" in ready.splitlines() and f"MAINPID={d.proc.pid}" in ready.splitlines()
+        assert d.runtime.Version(pb.VersionRequest()).runtime_name == "cri-shim"
+        assert d.stop() == 0
+        assert "STOPPING=1" in listener.recv(4096).decode().splitlines()
+    finally:
+        listener.close()
