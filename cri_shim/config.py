@@ -83,6 +83,12 @@ class StreamingConfig:
 
 
 @dataclass
+class MetricsConfig:
+    # host:port of the Prometheus endpoint (GET /metrics); empty: off
+    address: str = ""
+
+
+@dataclass
 class Config:
     socket: str = DEFAULT_SOCKET
     state_dir: str = DEFAULT_STATE_DIR
@@ -102,6 +108,7 @@ class Config:
     cni: CNIConfig = field(default_factory=CNIConfig)
     images: ImageConfig = field(default_factory=ImageConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def __post_init__(self) -> None:
         if not self.runtimes:
@@ -121,6 +128,10 @@ class Config:
             )
         check_conmon_setting(self.conmon_cgroup, self.cgroup_driver)
         _check_streaming(self.streaming)
+        if self.metrics.address:
+            from cri_shim.metrics_endpoint import parse_address
+
+            parse_address(self.metrics.address)
         if self.default_runtime not in self.runtimes:
             raise InvalidArgument(
                 f"default_runtime {self.default_runtime!r} is not a configured handler "
@@ -186,6 +197,7 @@ def from_dict(data: dict[str, Any]) -> Config:
     cni = data.pop("cni", None)
     images = data.pop("images", None)
     streaming = data.pop("streaming", None)
+    metrics = data.pop("metrics", None)
     cfg: Config = _build(Config, data, "")
     if runtimes is not None:
         if not isinstance(runtimes, dict):
@@ -202,6 +214,8 @@ def from_dict(data: dict[str, Any]) -> Config:
         cfg.images = _build(ImageConfig, images, "images.")
     if streaming is not None:
         cfg.streaming = _build(StreamingConfig, streaming, "streaming.")
+    if metrics is not None:
+        cfg.metrics = _build(MetricsConfig, metrics, "metrics.")
     return cfg
 
 
@@ -250,7 +264,7 @@ def to_toml(cfg: Config) -> str:
         for k, v in plain.items():
             out.append(f"{key(k)} = {scalar(v)}")
 
-    SUBTABLES = {"runtimes", "cni", "images", "streaming"}
+    SUBTABLES = {"runtimes", "cni", "images", "streaming", "metrics"}
     d = cfg.to_dict()
     table("", d)
     for name, rt in d["runtimes"].items():
@@ -258,4 +272,5 @@ def to_toml(cfg: Config) -> str:
     table("cni", d["cni"])
     table("images", d["images"])
     table("streaming", d["streaming"])
+    table("metrics", d["metrics"])
     return "\n".join(out) + "\n"

@@ -31,10 +31,12 @@ from cri_shim.criapi import api_pb2_grpc
 from cri_shim.errors import InvalidArgument
 from cri_shim.event_bus import EventBus
 from cri_shim.imaging.manager import ImageManager
+from cri_shim.metrics_endpoint import MetricsEndpoint
 from cri_shim.runtime_handlers import HandlerRegistry
 from cri_shim.sandboxes.manager import SandboxManager
 from cri_shim.server.stream_backend import ManagersBackend
 from cri_shim.streaming.server import StreamingServer
+from cri_shim.telemetry import Telemetry
 
 log = logging.getLogger("cri_shim.daemon")
 
@@ -73,6 +75,14 @@ class Daemon:
         # last to start, first to stop: sessions end before the managers they use
         self.streaming = streaming_server(config, ManagersBackend(self.containers, self.sandboxes))
         self.add_component(self.streaming)
+        self.telemetry = Telemetry()
+        self.handlers.observe(self.telemetry.observe_runtime)
+        self.telemetry.count_states("pods",
+                                    lambda: (s.status.state for s in self.sandboxes.sandboxes.values()))
+        self.telemetry.count_states("containers",
+                                    lambda: (c.status.state for c in self.containers.containers.values()))
+        if config.metrics.address:
+            self.add_component(MetricsEndpoint(self.telemetry, config.metrics.address))
 
     def _sandbox_event(self, pod_id: str, kind: int) -> None:
         self._publish(pod_id, kind, pod_id, with_containers=False)
@@ -120,12 +130,12 @@ class Daemon:
 
         services = Services(config=cfg, handlers=self.handlers, sandboxes=self.sandboxes,
                             containers=self.containers, images=self.image_manager, events=self.events,
-                            streaming=self.streaming)
+                            streaming=self.streaming, telemetry=self.telemetry)
         runtime_service = RuntimeService(services)
         image_service = ImageService(services)
         started: list[Component] = []
         server = grpc.aio.server(
-            interceptors=[LoggingInterceptor()],
+            interceptors=[LoggingInterceptor(self.telemetry.observe_rpc)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
                 ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -135,6 +145,8 @@ class Daemon:
             for c in self.components:
                 await c.start()
                 started.append(c)
+            self.telemetry.recovered.labels("pods").set(len(self.sandboxes.sandboxes))
+            self.telemetry.recovered.labels("containers").set(len(self.containers.containers))
             api_pb2_grpc.add_RuntimeServiceServicer_to_server(runtime_service, server)
             api_pb2_grpc.add_ImageServiceServicer_to_server(image_service, server)
             server.add_insecure_port(f"unix:{cfg.socket}")

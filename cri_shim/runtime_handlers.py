@@ -19,6 +19,7 @@ from cri_shim.config import Config, RuntimeHandlerConfig
 from cri_shim.errors import FailedPrecondition, NotFound
 from cri_shim.runtimes.conmon_oci import ConmonSettings, conmon_oci_runtime
 from cri_shim.runtimes.handler_runtime import HandlerRuntime
+from cri_shim.runtimes.observed import ObservedRuntime, Observer
 from oci.errors import OCIRuntimeError
 
 # How long a runtime may take to print its `features` at start-up.
@@ -78,6 +79,12 @@ class HandlerRegistry:
                 # handler, a micro-VM runtime say, would choose its HandlerRuntime here.
                 handler.runtime = conmon_oci_runtime(name, handler.path, handler.root, rt, self.conmon)
             self.handlers[name] = handler
+
+    def observe(self, observer: Observer) -> None:
+        """Report every runtime operation (handler, verb, seconds, failed) to observer."""
+        for handler in self.handlers.values():
+            if handler.runtime is not None:
+                handler.runtime = ObservedRuntime(handler.runtime, observer)
 
     async def probe_features(self) -> None:
         """Ask each available runtime for `features`; a runtime without the verb has none."""

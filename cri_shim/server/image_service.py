@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -68,7 +69,14 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
     async def PullImage(self, request: pb.PullImageRequest, context: object) -> pb.PullImageResponse:
         a = request.auth
         creds = auth.from_auth_config(a.username, a.password, a.auth, a.identity_token, a.registry_token)
-        image_id = await self._images.pull(request.image.image, creds)
+        start = time.monotonic()
+        try:
+            image_id = await self._images.pull(request.image.image, creds)
+        except BaseException:
+            self.services.telemetry.observe_pull(time.monotonic() - start, None)
+            raise
+        rec = self._images.find(image_id)
+        self.services.telemetry.observe_pull(time.monotonic() - start, rec.size if rec else 0)
         return pb.PullImageResponse(image_ref=image_id)
 
     async def RemoveImage(self, request: pb.RemoveImageRequest, context: object) -> pb.RemoveImageResponse:
@@ -76,8 +84,6 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
         return pb.RemoveImageResponse()
 
     async def ImageFsInfo(self, request: pb.ImageFsInfoRequest, context: object) -> pb.ImageFsInfoResponse:
-        import time
-
         ib, ii, cb, ci = self._images.fs_usage()
         ts = time.time_ns()
         root = self.services.config.root_dir

@@ -37,7 +37,18 @@ def status_for(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"{method}: internal error: {type(exc).__name__}: {exc}"
 
 
+# (method, gRPC code name, seconds): the daemon's metrics
+RPCObserver = Callable[[str, str, float], None]
+
+
+def _ignore(method: str, code: str, seconds: float) -> None:
+    pass
+
+
 class LoggingInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, observe: RPCObserver = _ignore) -> None:
+        self._observe = observe
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -50,21 +61,24 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
         short = full.rsplit("/", 1)[-1]
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, short),
+                _wrap_unary(handler.unary_unary, short, self._observe),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, short),
+                _wrap_stream(handler.unary_stream, short, self._observe),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
 
-def _log_done(method: str, start: float, exc: BaseException | None, code: grpc.StatusCode | None) -> None:
-    ms = (time.monotonic() - start) * 1000
+def _log_done(method: str, start: float, exc: BaseException | None, code: grpc.StatusCode | None,
+              observe: RPCObserver) -> None:
+    seconds = time.monotonic() - start
+    observe(method, code.name if code else "OK", seconds)
+    ms = seconds * 1000
     if exc is None:
         level = logging.DEBUG if method in POLLING else logging.INFO
         log.log(level, "%s ok in %.1f ms", method, ms)
@@ -74,13 +88,14 @@ def _log_done(method: str, start: float, exc: BaseException | None, code: grpc.S
         log.warning("%s -> %s in %.1f ms: %s", method, code.name if code else "?", ms, exc)
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str, start: float) -> None:
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str, start: float,
+                 observe: RPCObserver) -> None:
     code, message = status_for(exc, method)
-    _log_done(method, start, exc, code)
+    _log_done(method, start, exc, code, observe)
     await context.abort(code, message)
 
 
-def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _wrap_unary(behavior: Callable[..., Any], method: str, observe: RPCObserver) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         start = time.monotonic()
         try:
@@ -88,14 +103,14 @@ def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # noqa: BLE001 - this is the conversion point
-            await _abort(context, exc, method, start)
-        _log_done(method, start, None, None)
+            await _abort(context, exc, method, start, observe)
+        _log_done(method, start, None, None, observe)
         return result
 
     return call
 
 
-def _wrap_stream(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _wrap_stream(behavior: Callable[..., Any], method: str, observe: RPCObserver) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         start = time.monotonic()
         try:
@@ -108,7 +123,7 @@ def _wrap_stream(behavior: Callable[..., Any], method: str) -> Callable[..., Any
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # noqa: BLE001 - this is the conversion point
-            await _abort(context, exc, method, start)
-        _log_done(method, start, None, None)
+            await _abort(context, exc, method, start, observe)
+        _log_done(method, start, None, None, observe)
 
     return call

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from cri_shim.runtime_handlers import HandlerRegistry
     from cri_shim.sandboxes.manager import SandboxManager
     from cri_shim.streaming.server import StreamingServer
+    from cri_shim.telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -25,3 +26,4 @@ class Services:
     images: ImageManager
     events: EventBus  # GetContainerEvents
     streaming: StreamingServer  # Exec, Attach and PortForward answer its URLs
+    telemetry: Telemetry  # image pulls are counted where the RPC is answered
