@@ -111,4 +111,8 @@ if [ -n "${CRI_SHIM_VM_TESTS:-}" ] && [ "$CRI_SHIM_VM_TESTS" != 0 ]; then
         "$here/.venv/vng/bin/pip" install -q "virtme-ng==$VNG_VERSION"
     fi
 fi
+# what the host still lacks, if anything: the same report an operator gets from `cri-shim doctor`
+if ! "$here/.venv/bin/cri-shim" doctor; then
+    echo "setup-host: cri-shim doctor reports blocking problems (above); containers may not start" >&2
+fi
 echo "setup-host: ready"

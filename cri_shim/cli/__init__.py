@@ -1,5 +1,5 @@
-"""The `cri-shim` command: one module per subcommand (serve, config, images, install); this one parses and
-dispatches."""
+"""The `cri-shim` command: one module per subcommand (serve, config, images, install, doctor);
+this one parses and dispatches."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from cri_shim import __version__
-from cri_shim.cli import config, images, install, serve
+from cri_shim.cli import config, doctor, images, install, serve
 from cri_shim.errors import CRIError
 
 
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_parser(sub)
     images.add_parser(sub)
     install.add_parser(sub)
+    doctor.add_parser(sub)
     return parser
 
 
