@@ -94,6 +94,8 @@ class Config:
     state_dir: str = DEFAULT_STATE_DIR
     root_dir: str = DEFAULT_ROOT_DIR
     log_level: str = "info"
+    # "text", or "json": one object per line with the request's pod and container ids
+    log_format: str = "text"
     cgroup_driver: str = "cgroupfs"
     conmon: str = "conmon"
     # Where each container's conmon is accounted: "pod" (a cgroup under the pod's cgroup
@@ -128,6 +130,8 @@ class Config:
             )
         check_conmon_setting(self.conmon_cgroup, self.cgroup_driver)
         _check_streaming(self.streaming)
+        if self.log_format not in ("text", "json"):
+            raise InvalidArgument(f"config: log_format {self.log_format!r} is not one of text, json")
         if self.metrics.address:
             from cri_shim.metrics_endpoint import parse_address
 

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import grpc
 
-from cri_shim import sd_notify
+from cri_shim import logs, sd_notify
 from cri_shim.atomic_file import SHARED_FILE, private_dir, write_atomic
 from cri_shim.config import Config
 from cri_shim.containers.manager import ContainerManager
@@ -157,6 +157,8 @@ class Daemon:
                 loop.add_signal_handler(sig, self.request_stop)
             # SIGHUP: re-read the image index after an offline `cri-shim images import`.
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.image_manager.reload()))
+            # SIGUSR1: debug logs on, and off again
+            loop.add_signal_handler(signal.SIGUSR1, logs.toggle_debug)
             pidfile = Path(cfg.state_dir) / "cri-shim.pid"
             await asyncio.to_thread(write_atomic, pidfile, f"{os.getpid()}\n", SHARED_FILE)
             log.info("cri-shim serving on %s (state %s, root %s)", cfg.socket, cfg.state_dir, cfg.root_dir)

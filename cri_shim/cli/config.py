@@ -17,11 +17,13 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", dest="state_dir", help="runtime state (default /run/cri-shim)")
     p.add_argument("--root-dir", dest="root_dir", help="persistent data (default /var/lib/cri-shim)")
     p.add_argument("--log-level", dest="log_level", choices=LOG_LEVELS)
+    p.add_argument("--log-format", dest="log_format", choices=("text", "json"),
+                   help="text (default) or one JSON object per line")
 
 
 def effective_config(args: argparse.Namespace) -> Config:
     """The configuration file (or the defaults) with the flags given on the command line over it."""
-    overrides = {k: getattr(args, k) for k in ("socket", "state_dir", "root_dir", "log_level")}
+    overrides = {k: getattr(args, k) for k in ("socket", "state_dir", "root_dir", "log_level", "log_format")}
     return load(args.config, overrides)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from typing import Any
 
+from cri_shim import logs
 from cri_shim.cli.config import add_config_flags, effective_config
 
 
@@ -21,13 +21,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from cri_shim.daemon import Daemon, SocketInUse
 
     cfg = effective_config(args)
-    # Our loggers at the configured level; grpc's and asyncio's internals only when loud.
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("cri_shim").setLevel(cfg.log_level.upper())
+    logs.setup(cfg.log_level, cfg.log_format)
     try:
         asyncio.run(Daemon(cfg).run())
     except SocketInUse as e:

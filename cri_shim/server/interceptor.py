@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from cri_shim import logs
 from cri_shim.errors import CRIError, oci_code
 
 log = logging.getLogger("cri_shim.rpc")
@@ -98,13 +99,14 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str,
 def _wrap_unary(behavior: Callable[..., Any], method: str, observe: RPCObserver) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         start = time.monotonic()
-        try:
-            result = await behavior(request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - this is the conversion point
-            await _abort(context, exc, method, start, observe)
-        _log_done(method, start, None, None, observe)
+        with logs.about(**logs.ids_of(request)):
+            try:
+                result = await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this is the conversion point
+                await _abort(context, exc, method, start, observe)
+            _log_done(method, start, None, None, observe)
         return result
 
     return call

@@ -223,3 +223,33 @@ def test_readiness_reaches_systemd_once_the_socket_answers(daemon_factory, tmp_p
         assert "STOPPING=1" in listener.recv(4096).decode().splitlines()
     finally:
         listener.close()
+
+
+def test_json_logs_with_ids_and_sigusr1(daemon_factory) -> None:
+    d = daemon_factory(start=False)
+    d.extra_args = ["--log-level", "info", "--log-format", "json"]
+    d.start()
+    d.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id="ab" * 32))  # unknown: OK
+    d.runtime.Version(pb.VersionRequest())  # a polling call: logged at debug only
+
+    def lines() -> list[dict]:
+        return [json.loads(line) for line in d.log().splitlines() if line.startswith("{")]
+
+    deadline = time.monotonic() + 5
+    while not any("StopPodSandbox ok" in e["msg"] for e in lines()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    raw = [line for line in d.log().splitlines() if line.strip()]
+    assert raw and all(line.startswith("{") for line in raw), raw[:3]  # every line is an object
+    stop = next(e for e in lines() if "StopPodSandbox ok" in e["msg"])
+    assert stop["pod_id"] == "ab" * 32 and stop["level"] == "info" and stop["logger"] == "cri_shim.rpc"
+    assert not any("Version ok" in e["msg"] for e in lines())
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while not any("log level now debug" in e["msg"] for e in lines()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    d.runtime.Version(pb.VersionRequest())
+    deadline = time.monotonic() + 5
+    while not any("Version ok" in e["msg"] for e in lines()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any("Version ok" in e["msg"] and e["level"] == "debug" for e in lines())

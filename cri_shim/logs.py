@@ -1,0 +1,92 @@
+"""The daemon's logs: text (the default) or one JSON object per line (`--log-format json`),
+with the pod and container ids of the request being served on every line that concerns it,
+and the level switchable at runtime (SIGUSR1: debug, and back)."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# The ids of what the current request concerns; asyncio tasks copy the context they start in,
+# so work a request starts is logged with its ids too.
+_ids: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar("cri_shim_log_ids",
+                                                                                    default=())
+_configured_level = logging.INFO
+
+
+@contextmanager
+def about(**ids: str) -> Iterator[None]:
+    """Log lines inside carry these ids (empty ones are left out)."""
+    merged = {**dict(_ids.get()), **{k: v for k, v in ids.items() if v}}
+    token = _ids.set(tuple(merged.items()))
+    try:
+        yield
+    finally:
+        _ids.reset(token)
+
+
+def ids_of(request: Any) -> dict[str, str]:
+    """pod_id and container_id from a CRI request's fields, where it has them."""
+    out = {}
+    for field, key in (("pod_sandbox_id", "pod_id"), ("container_id", "container_id")):
+        value = getattr(request, field, "")
+        if isinstance(value, str) and value:
+            out[key] = value
+    return out
+
+
+class _IdsFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _ids.get():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                    + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in ("pod_id", "container_id"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup(level: str, fmt: str = "text", stream: TextIO | None = None) -> None:
+    """Our loggers at level; grpc's and asyncio's internals only when they warn."""
+    global _configured_level
+    if fmt not in FORMATS:
+        raise ValueError(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(_IdsFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    _configured_level = logging.getLevelName(level.upper())
+    logging.getLogger("cri_shim").setLevel(_configured_level)
+
+
+def toggle_debug() -> None:
+    """SIGUSR1: debug if not already, else back to the configured level."""
+    ours = logging.getLogger("cri_shim")
+    new = _configured_level if ours.level == logging.DEBUG else logging.DEBUG
+    ours.setLevel(new)
+    ours.warning("log level now %s (SIGUSR1)", logging.getLevelName(new).lower())
