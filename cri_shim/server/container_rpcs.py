@@ -4,11 +4,13 @@ stats and metrics, computed in cri_shim.stats."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from cri_shim import validation
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.errors import InvalidArgument
+from cri_shim.server.list_batches import batches
 from cri_shim.stats import container as stats_container
 from cri_shim.stats import metrics
 
@@ -60,6 +62,13 @@ class ContainerRPCs:
         f = request.filter if request.HasField("filter") else None
         return pb.ListContainersResponse(containers=self._containers.list(f))
 
+    async def StreamContainers(
+        self, request: pb.StreamContainersRequest, context: object
+    ) -> AsyncIterator[pb.StreamContainersResponse]:
+        f = request.filter if request.HasField("filter") else None
+        for batch in batches(self._containers.list(f)):
+            yield pb.StreamContainersResponse(containers=batch)
+
     async def ContainerStatus(
         self, request: pb.ContainerStatusRequest, context: object
     ) -> pb.ContainerStatusResponse:
@@ -97,6 +106,14 @@ class ContainerRPCs:
         return pb.ListContainerStatsResponse(stats=await asyncio.to_thread(
             stats_container.list_container_stats, self._containers, request.filter))
 
+    async def StreamContainerStats(
+        self, request: pb.StreamContainerStatsRequest, context: object
+    ) -> AsyncIterator[pb.StreamContainerStatsResponse]:
+        stats = await asyncio.to_thread(stats_container.list_container_stats, self._containers,
+                                        request.filter)
+        for batch in batches(stats):
+            yield pb.StreamContainerStatsResponse(container_stats=batch)
+
     async def ListMetricDescriptors(
         self, request: pb.ListMetricDescriptorsRequest, context: object
     ) -> pb.ListMetricDescriptorsResponse:
@@ -106,3 +123,9 @@ class ContainerRPCs:
         self, request: pb.ListPodSandboxMetricsRequest, context: object
     ) -> pb.ListPodSandboxMetricsResponse:
         return pb.ListPodSandboxMetricsResponse(pod_metrics=metrics.pod_sandbox_metrics(self._containers))
+
+    async def StreamPodSandboxMetrics(
+        self, request: pb.StreamPodSandboxMetricsRequest, context: object
+    ) -> AsyncIterator[pb.StreamPodSandboxMetricsResponse]:
+        for batch in batches(metrics.pod_sandbox_metrics(self._containers)):
+            yield pb.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=batch)

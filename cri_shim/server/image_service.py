@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.criapi import api_pb2_grpc
 from cri_shim.imaging import auth
+from cri_shim.server.list_batches import batches
 from cri_shim.server.unimplemented import fill_unimplemented
 
 if TYPE_CHECKING:
@@ -54,8 +55,10 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
     async def StreamImages(
         self, request: pb.StreamImagesRequest, context: object
     ) -> AsyncIterator[pb.StreamImagesResponse]:
-        for r in list(self._images.images.values()):
-            yield pb.StreamImagesResponse(image=image_pb(r))
+        f = request.filter if request.HasField("filter") else None
+        imgs = [image_pb(r) for r in list(self._images.images.values())]
+        for batch in batches(i for i in imgs if self._matches(i, f)):
+            yield pb.StreamImagesResponse(images=batch)
 
     async def ImageStatus(self, request: pb.ImageStatusRequest, context: object) -> pb.ImageStatusResponse:
         rec = self._images.find(request.image.image)

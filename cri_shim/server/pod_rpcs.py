@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from cri_shim import validation
 from cri_shim.criapi import api_pb2 as pb
+from cri_shim.server.list_batches import batches
 from cri_shim.stats import pod as pod_stats
 
 if TYPE_CHECKING:
@@ -58,6 +59,13 @@ class PodRPCs:
         f = request.filter if request.HasField("filter") else None
         return pb.ListPodSandboxResponse(items=self._pods.list(f))
 
+    async def StreamPodSandboxes(
+        self, request: pb.StreamPodSandboxesRequest, context: object
+    ) -> AsyncIterator[pb.StreamPodSandboxesResponse]:
+        f = request.filter if request.HasField("filter") else None
+        for batch in batches(self._pods.list(f)):
+            yield pb.StreamPodSandboxesResponse(pod_sandboxes=batch)
+
     async def UpdatePodSandboxResources(
         self, request: pb.UpdatePodSandboxResourcesRequest, context: object
     ) -> pb.UpdatePodSandboxResourcesResponse:
@@ -84,3 +92,10 @@ class PodRPCs:
     ) -> pb.ListPodSandboxStatsResponse:
         stats = await pod_stats.list_pod_sandbox_stats(self._pods, self.services.containers, request.filter)
         return pb.ListPodSandboxStatsResponse(stats=stats)
+
+    async def StreamPodSandboxStats(
+        self, request: pb.StreamPodSandboxStatsRequest, context: object
+    ) -> AsyncIterator[pb.StreamPodSandboxStatsResponse]:
+        stats = await pod_stats.list_pod_sandbox_stats(self._pods, self.services.containers, request.filter)
+        for batch in batches(stats):
+            yield pb.StreamPodSandboxStatsResponse(pod_sandbox_stats=batch)

@@ -106,7 +106,7 @@ def test_runtime_config(daemon: DaemonProcess) -> None:
     assert resp.linux.cgroup_driver == pb.CGROUPFS
 
 
-@pytest.mark.parametrize("call", ["CheckpointContainer", "StreamPodSandboxMetrics"])
+@pytest.mark.parametrize("call", ["CheckpointContainer"])
 def test_unimplemented_names_method(daemon: DaemonProcess, call: str) -> None:
     with pytest.raises(grpc.RpcError) as exc:
         reply = getattr(daemon.runtime, call)(getattr(pb, f"{call}Request")())
