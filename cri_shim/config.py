@@ -106,6 +106,8 @@ class Config:
     # PID 1 of the pod's PID namespace when it shares one.
     pause_init: str = "catatonit"
     default_runtime: str = "runc"
+    # Where CDI specification files are read, in order (a later one overrides an earlier one).
+    cdi_spec_dirs: list[str] = field(default_factory=lambda: ["/etc/cdi", "/var/run/cdi"])
     runtimes: dict[str, RuntimeHandlerConfig] = field(default_factory=dict)
     cni: CNIConfig = field(default_factory=CNIConfig)
     images: ImageConfig = field(default_factory=ImageConfig)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cri_shim import cgroup_paths
-from cri_shim.containers import seccomp_profiles
+from cri_shim.containers import cdi, seccomp_profiles
 from cri_shim.containers.host_limits import HostLimits, host_limits
 from cri_shim.containers.users import resolve, split_image_user
 from cri_shim.criapi import api_pb2 as pb
@@ -208,6 +208,7 @@ def build_spec(
     limits: HostLimits | None = None,
     recursive_read_only: bool = False,
     cgroup_driver: str = "cgroupfs",
+    cdi_registry: cdi.Registry | None = None,
 ) -> Spec:
     """The spec; `recursive_read_only` says whether the handler's runtime does `rro` mounts,
     `cgroup_driver` which form of cgroupsPath the runtime is given (cgroup_paths)."""
@@ -298,6 +299,8 @@ def build_spec(
         kind, major, minor, mode = _device(dev)
         perms = dev.permissions or "rwm"  # within "rwm": cri_shim.validation
         b.add_device(dev.container_path or dev.host_path, kind, major, minor, file_mode=mode, access=perms)
+    if cfg.CDI_devices:
+        cdi.apply(b, [d.name for d in cfg.CDI_devices], cdi_registry or cdi.load(cdi.DEFAULT_SPEC_DIRS))
 
     r = linux.resources
     apply_resources(b, r)
