@@ -1,94 +1,311 @@
 #!/usr/bin/env python3
-"""Benchmark: pull + unpack of a ~200 MB, 5-layer image from a local registry.
+"""Benchmark: cold image pulls of real size, cri-shim beside containerd 1.6, in one run.
 
-    .venv/bin/python hack/bench_pull.py [--runs 3] [--layer-mb 50]
+    .venv/bin/python hack/bench_pull.py [--runs 3] [--no-containerd] [--keep]
 
-Side by side, interleaved, in the same invocation:
-  cri-shim   PullImage through a real daemon (download, verify, unpack to snapshots)
-  baseline   skopeo copy docker://... oci:DIR, then umoci unpack (the same two steps done
-             by separate standard tools)
-Layers are random (incompressible) data, gzip-compressed, generated locally.
-Prints each run, the medians and the ratio cri-shim / baseline.
+Builds the images itself (seeded random data, nothing downloaded), pushes them to a
+Debian docker-registry it starts on 127.0.0.1:5055, starts a cri-shim daemon of its own
+(everything under /var/tmp/bench-pull: socket, state, root, a CNI conf dir with bridge
+crishimbp0 on 10.92.0.0/16) and a containerd (../shared/critest/containerd-up.sh, only if
+none is running; stopped again only if this script started it), then pulls, cold (the image
+removed after each pull, so its blobs and snapshots go too), interleaving the two sides:
+
+  large-gzip   6 layers x 50 files of 1 MiB (half random, half text): ~26 MB gzip each,
+               300 MiB unpacked
+  large-zstd   the same layers, zstd (application/vnd.oci.image.layer.v1.tar+zstd)
+  small-files  2 layers x 10,000 files of ~3 KB in 100 directories (59 MB unpacked)
+  5x large     5 concurrent cold pulls of large-gzip (one download expected)
+  large+small  large-gzip and small-files pulled at the same time (do they starve?):
+               the time until both are done, and each one's own time in the detail lines
+
+Both sides are driven through the same CRI gRPC client (runtime.v1 ImageService).
+Prints every run, then a table of medians with the ratio cri-shim / containerd (< 1: cri-shim
+is faster) and each daemon's peak RSS above its idle RSS during the pulls.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
-import tempfile
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # a script under hack/: the tests package is not installed
 
 from cri_shim.criapi import api_pb2 as pb  # noqa: E402
-from tests.e2e.daemon import DaemonProcess  # noqa: E402
+from cri_shim.criapi import api_pb2_grpc  # noqa: E402
 from tests.support import testimages  # noqa: E402
-from tests.support.registry import start_registry  # noqa: E402
+from tests.support.registry import Registry  # noqa: E402
+
+BASE = Path("/var/tmp/bench-pull")
+PORT = 5055
+CRITEST = ROOT.parent / "shared" / "critest"
+CONTAINERD_SOCK = "/run/containerd/containerd.sock"
+BRIDGE = "crishimbp0"
 
 
-def big_layer(i: int, mb: int) -> testimages.Layer:
-    t = testimages.TarBuilder().dir(f"data{i}")
-    for j in range(4):
-        t.file(f"data{i}/chunk{j}", os.urandom(mb * (1 << 20) // 4))
-    return testimages.Layer(t.bytes(), level=1)
+# --- images --------------------------------------------------------------------------------------
+
+def large_layer(i: int) -> bytes:
+    rnd = random.Random(1000 + i)
+    t = testimages.TarBuilder().dir(f"big{i}")
+    for j in range(50):
+        half = 512 << 10
+        text = (b"layer %d file %d: the quick brown fox jumps over the lazy dog\n" % (i, j)) * 9000
+        t.file(f"big{i}/f{j:02d}", rnd.randbytes(half) + text[:half])
+    return t.bytes()
+
+
+def small_layer(i: int) -> bytes:
+    rnd = random.Random(2000 + i)
+    words = [b"alpha", b"beta", b"gamma", b"delta", b"kube", b"node", b"pod", b"image", b"layer", b"shim"]
+    t = testimages.TarBuilder().dir(f"small{i}")
+    for d in range(100):
+        t.dir(f"small{i}/d{d:02d}")
+        for f in range(100):
+            body = b" ".join(rnd.choice(words) for _ in range(420))[:2900 + rnd.randrange(200)]
+            t.file(f"small{i}/d{d:02d}/f{f:02d}.txt", body)
+    return t.bytes()
+
+
+def build_and_push(host: str) -> dict[str, str]:
+    """Push the images (a registry that already has them skips the blobs); return name -> ref."""
+    p = testimages.Pusher(host)
+    t = time.perf_counter()
+    big = [large_layer(i) for i in range(6)]
+    small = [small_layer(i) for i in range(2)]
+    with ThreadPoolExecutor(2) as ex:  # gzip and zstd release the GIL
+        gz = list(ex.map(lambda b: testimages.Layer(b, level=1), big))
+        zs = list(ex.map(lambda b: testimages.Layer(b, zstd=True), big))
+        sm = list(ex.map(lambda b: testimages.Layer(b, level=6), small))
+        for layer in gz + zs + sm:
+            ex.submit(lambda x: x.blob, layer)
+    p.image("bench/large", "gzip", gz)
+    p.image("bench/large", "zstd", zs)
+    p.image("bench/small", "gzip", sm)
+    print(f"images built and pushed in {time.perf_counter() - t:.1f} s: "
+          f"large {sum(len(x.blob) for x in gz) / 1e6:.0f} MB gzip / "
+          f"{sum(len(x.blob) for x in zs) / 1e6:.0f} MB "
+          f"zstd / {sum(len(x.tar) for x in gz) / 1e6:.0f} MB unpacked; small "
+          f"{sum(len(x.blob) for x in sm) / 1e6:.1f} MB gzip / {sum(len(x.tar) for x in sm) / 1e6:.0f} MB "
+          "unpacked, 20,000 files", flush=True)
+    return {"large-gzip": f"{host}/bench/large:gzip", "large-zstd": f"{host}/bench/large:zstd",
+            "small-files": f"{host}/bench/small:gzip"}
+
+
+# --- the two daemons -----------------------------------------------------------------------------
+
+class Side:
+    def __init__(self, name: str, endpoint: str, pid: int) -> None:
+        self.name, self.pid = name, pid
+        self.channel = grpc.insecure_channel(endpoint)
+        grpc.channel_ready_future(self.channel).result(timeout=30)
+        self.images = api_pb2_grpc.ImageServiceStub(self.channel)
+
+    def pull(self, ref: str) -> float:
+        t = time.perf_counter()
+        self.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=600)
+        return time.perf_counter() - t
+
+    def remove(self, ref: str) -> None:
+        self.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
+
+    def rss(self) -> int:
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) * 1024
+        except FileNotFoundError:
+            pass
+        return 0
+
+
+class RssPeak:
+    """Samples a process's RSS every 10 ms while a block runs."""
+
+    def __init__(self, side: Side) -> None:
+        self.side, self.peak, self._stop = side, 0, threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.side.rss())
+            time.sleep(0.01)
+
+    def __enter__(self) -> RssPeak:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def start_cri_shim(host: str) -> tuple[subprocess.Popen[bytes], Side]:
+    for d in ("root", "state"):
+        shutil.rmtree(BASE / d, ignore_errors=True)
+    (BASE / "net.d").mkdir(parents=True, exist_ok=True)
+    (BASE / "net.d" / "10-bench-pull.conflist").write_text(f"""{{
+  "cniVersion": "1.0.0", "name": "bench-pull",
+  "plugins": [{{"type": "bridge", "bridge": "{BRIDGE}", "isGateway": true, "ipMasq": false,
+    "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "10.92.0.0/16"}}]],
+             "dataDir": "{BASE}/cni-ipam"}}}}]
+}}
+""")
+    sock = BASE / "cri.sock"
+    (BASE / "config.toml").write_text(
+        f'socket = "{sock}"\nstate_dir = "{BASE}/state"\nroot_dir = "{BASE}/root"\n'
+        f'[cni]\nconf_dir = "{BASE}/net.d"\nbin_dirs = ["/usr/lib/cni"]\n'
+        f'[images]\ninsecure_registries = ["{host}"]\n')
+    log = open(BASE / "cri-shim.log", "ab")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    argv = [sys.executable, "-m", "cri_shim", "serve", "--config", str(BASE / "config.toml")]
+    proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=ROOT, env=env)
+    log.close()
+    deadline = time.monotonic() + 30
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"cri-shim did not start; see {BASE / 'cri-shim.log'}")
+        time.sleep(0.05)
+    return proc, Side("cri-shim", f"unix:{sock}", proc.pid)
+
+
+def containerd_pid() -> int | None:
+    out = subprocess.run(["pgrep", "-x", "containerd"], capture_output=True, text=True).stdout.split()
+    return int(out[0]) if out else None
+
+
+def start_containerd(host: str) -> tuple[bool, Side]:
+    """(whether this script started it, the side). An already running one is used as it is."""
+    started = False
+    pid = containerd_pid()
+    cdir = Path(os.environ.get("CRITEST_CONTAINERD_DIR", "/var/tmp/critest-peers/containerd"))
+    if pid is None:
+        subprocess.run([str(CRITEST / "containerd-up.sh")], check=True)
+        started, pid = True, containerd_pid()
+        assert pid is not None
+    else:
+        print(f"containerd already running (pid {pid}): using it, leaving it running", flush=True)
+        conf = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"--config" in conf:
+            cdir = Path(conf[conf.index(b"--config") + 1].decode()).parent
+    # The registry over plain http (hosts.toml is read on every pull; no restart needed).
+    hd = cdir / "certs.d" / host
+    hd.mkdir(parents=True, exist_ok=True)
+    (hd / "hosts.toml").write_text(f'server = "http://{host}"\n[host."http://{host}"]\n'
+                                   '  capabilities = ["pull", "resolve"]\n')
+    return started, Side("containerd", f"unix://{CONTAINERD_SOCK}", pid)
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+Scenario = Callable[[Side], list[float]]  # one cold run: [wall time, detail...]
+
+
+def single(ref: str) -> Scenario:
+    def run(side: Side) -> list[float]:
+        t = side.pull(ref)
+        side.remove(ref)
+        return [t]
+    return run
+
+
+def concurrent(refs: list[str]) -> Scenario:
+    def run(side: Side) -> list[float]:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(len(refs)) as ex:
+            each = list(ex.map(side.pull, refs))
+        wall = time.perf_counter() - t0
+        for ref in dict.fromkeys(refs):
+            side.remove(ref)
+        return [wall, *each]
+    return run
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--layer-mb", type=int, default=50)
+    ap.add_argument("--no-containerd", action="store_true", help="measure cri-shim alone")
+    ap.add_argument("--only", default="", help="comma-separated scenario names")
+    ap.add_argument("--keep", action="store_true", help="leave cri-shim and the registry running")
     a = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-pull-"))
-    reg = start_registry(work / "registry")
-    daemon = None
+    BASE.mkdir(parents=True, exist_ok=True)
+    reg = Registry(BASE / "registry", PORT)
+    reg.start()
+    proc = None
+    started_containerd = False
     try:
-        print(f"building 5 layers of {a.layer_mb} MB ...", flush=True)
-        layers = [testimages.busybox_base()] + [big_layer(i, a.layer_mb) for i in range(4)]
-        for layer in layers:
-            layer.level = 1  # random data does not compress; do not spend time trying
-        pusher = testimages.Pusher(reg.host)
-        pusher.image("bench/big", "latest", layers)
-        total = sum(len(layer.blob) for layer in layers)
-        ref = reg.image("bench/big:latest")
-        print(f"image {ref}: {len(layers)} layers, {total / 1e6:.0f} MB compressed", flush=True)
-        (work / "d").mkdir()
-        daemon = DaemonProcess(work / "d")
-        daemon.start()
-        ours, theirs = [], []
-        for run in range(a.runs):
-            for which in (("cri-shim", "baseline") if run % 2 == 0 else ("baseline", "cri-shim")):
-                if which == "cri-shim":
-                    t = time.perf_counter()
-                    req = pb.PullImageRequest(image=pb.ImageSpec(image=ref))
-                    image_id = daemon.images.PullImage(req).image_ref
-                    ours.append(time.perf_counter() - t)
-                    daemon.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image_id)))
-                else:
-                    layout, bundle = work / "layout", work / "bundle"
-                    t = time.perf_counter()
-                    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
-                                    f"oci:{layout}:latest"], check=True)
-                    subprocess.run(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)],
-                                   check=True, capture_output=True)
-                    theirs.append(time.perf_counter() - t)
-                    shutil.rmtree(layout)
-                    shutil.rmtree(bundle)
-                print(f"run {run + 1} {which:8s} {(ours if which == 'cri-shim' else theirs)[-1]:6.2f} s",
-                      flush=True)
-        mo, mt = statistics.median(ours), statistics.median(theirs)
-        print(f"\nmedian cri-shim {mo:.2f} s   skopeo+umoci {mt:.2f} s   ratio {mo / mt:.2f}x "
-              f"({total / 1e6 / mo:.0f} MB/s vs {total / 1e6 / mt:.0f} MB/s)")
+        refs = build_and_push(reg.host)
+        proc, ours = start_cri_shim(reg.host)
+        sides = [ours]
+        if not a.no_containerd:
+            started_containerd, theirs = start_containerd(reg.host)
+            sides.append(theirs)
+        lg, sm = refs["large-gzip"], refs["small-files"]
+        scenarios: dict[str, Scenario] = {
+            "large-gzip": single(lg), "large-zstd": single(refs["large-zstd"]), "small-files": single(sm),
+            "5x large-gzip": concurrent([lg] * 5), "large+small": concurrent([lg, sm]),
+        }
+        if a.only:
+            scenarios = {k: v for k, v in scenarios.items() if k in a.only.split(",")}
+        idle = {s.name: s.rss() for s in sides}
+        peak = {s.name: 0 for s in sides}
+        results: dict[tuple[str, str], list[list[float]]] = {}
+        for name, scen in scenarios.items():
+            for s in sides:  # warm-up: first-use costs (connections, imports) are not pulls
+                scen(s)
+            for run in range(a.runs):
+                for s in (sides if run % 2 == 0 else list(reversed(sides))):
+                    with RssPeak(s) as rp:
+                        r = scen(s)
+                    peak[s.name] = max(peak[s.name], rp.peak)
+                    results.setdefault((name, s.name), []).append(r)
+                    detail = "" if len(r) == 1 else "  (each: " + " ".join(f"{x:.2f}" for x in r[1:]) + ")"
+                    print(f"{name:14s} run {run + 1} {s.name:10s} {r[0]:6.2f} s{detail}", flush=True)
+        out = io.StringIO()
+        names = [s.name for s in sides]
+        out.write("\n| image | " + " | ".join(f"{n} (median s)" for n in names)
+                  + (" | ratio cri-shim/containerd |" if len(sides) == 2 else " |") + "\n")
+        out.write("|---" * (len(sides) + 1 + (len(sides) == 2)) + "|\n")
+        for name in scenarios:
+            if (name, names[0]) not in results:
+                continue
+            meds = [statistics.median(r[0] for r in results[(name, n)]) for n in names]
+            row = f"| {name} | " + " | ".join(f"{m:.2f}" for m in meds)
+            if len(sides) == 2:
+                row += f" | {meds[0] / meds[1]:.2f}"
+            out.write(row + " |\n")
+        for n in names:
+            out.write(f"\npeak RSS {n}: {peak[n] / 2**20:.0f} MiB (idle {idle[n] / 2**20:.0f} MiB, "
+                      f"+{(peak[n] - idle[n]) / 2**20:.0f} MiB)")
+        print(out.getvalue() + "\n", flush=True)
     finally:
-        if daemon:
-            daemon.cleanup()
-        reg.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if proc is not None and not a.keep:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+        if started_containerd:
+            subprocess.run([str(CRITEST / "containerd-down.sh")], check=False)
+        if not a.keep:
+            reg.stop()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """The image manager: pull, resolve, list, remove, GC, container root file systems.
 
 Pull: manifest (index -> this platform) -> config -> layers, each layer blob
-downloaded once even when several pulls want it at the same time, verified while
-streaming, then unpacked into a committed snapshot keyed by chain ID. A failed
-pull garbage-collects whatever it stored that no image references.
+downloaded once even when several pulls want it at the same time, at most
+`images.max_concurrent_downloads` layers at a time per pull. A layer that is
+neither stored nor unpacked is unpacked while it downloads, in one pass in a
+worker thread (layers.StreamingUnpack): the blob goes to ingest/ and the tree to
+the snapshot's tmp/; only when the blob's digest and the diff_id match and the
+tree is synced is the blob committed and tmp/ renamed to fs/. A failed or
+cancelled pull garbage-collects whatever it stored that no image references.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +42,11 @@ class ImageManager:
         self.snap_root = root / "snapshots"
         self.ctr_root = root / "rootfs"
         self.images: dict[str, ImageRecord] = {}
-        # digest -> future of an in-flight download; chain -> future of an unpack.
+        # digest -> future of an in-flight download; chain -> future of an unpack. A layer
+        # unpacked while it downloads is one task, in both.
         self._downloads: dict[str, asyncio.Future[None]] = {}
-        self._unpacks: dict[str, asyncio.Task[None]] = {}
+        self._unpacks: dict[str, asyncio.Future[None]] = {}
+        self._waiters: dict[asyncio.Future[None], int] = {}  # stream task -> pulls awaiting it
         self._pulls = 0
         self._lock = asyncio.Lock()
         self.blob_fetches = 0  # counted for tests: blob GETs actually made
@@ -145,9 +150,7 @@ class ImageManager:
 
         async def one(i: int) -> None:
             d = layer_descs[i]["digest"]
-            async with sem:
-                await self._fetch(client, d, progress)
-            await self._unpack(d, diff_ids[i], chains[i], str(ref))
+            await self._layer(client, d, diff_ids[i], chains[i], str(ref), progress, sem)
 
         # Every layer settles before the pull reports: a failed layer must not let the
         # pull's clean-up run while a sibling is still unpacking into the snapshot tree.
@@ -173,6 +176,87 @@ class ImageManager:
             self.images[image_id] = rec
         log.info("pulled %s as %s", ref, image_id)
         return image_id
+
+    async def _layer(self, client: RegistryClient, digest: str, diff_id: str, chain: str, ref: str,
+                     progress: Progress, sem: asyncio.Semaphore) -> None:
+        """Make the layer's blob stored and its snapshot committed."""
+        while True:
+            try:
+                n = await asyncio.to_thread(self.db.layer_number, chain)
+                unpacked = n is not None and (self.snapshot_dir(n) / "fs").is_dir()
+                if (unpacked or digest in self._downloads or chain in self._unpacks
+                        or self.content.has(digest)):
+                    # Half there, or under way in another pull: fetch (or wait), then unpack.
+                    async with sem:
+                        await self._fetch(client, digest, progress)
+                    await self._unpack(digest, diff_id, chain, ref)
+                    return
+                async with sem:
+                    if digest in self._downloads or chain in self._unpacks or self.content.has(digest):
+                        continue  # another pull started it while this one waited for a slot
+                    task = asyncio.ensure_future(
+                        self._stream_layer(client, digest, diff_id, chain, ref, progress))
+                    self._downloads[digest] = self._unpacks[chain] = task
+                    await self._wait_job(task)
+                    return
+            except asyncio.CancelledError:
+                task_self = asyncio.current_task()
+                if task_self is not None and task_self.cancelling():
+                    raise
+                # The pull this one waited for was cancelled, not this one: try again.
+
+    async def _wait_job(self, task: asyncio.Future[None]) -> None:
+        """Await a streaming layer; the last pull to stop waiting for it cancels it, and
+        waits until it has removed what it wrote."""
+        self._waiters[task] = self._waiters.get(task, 0) + 1
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done() and self._waiters[task] == 1:
+                task.cancel()
+                await asyncio.wait({task})
+            raise
+        finally:
+            self._waiters[task] -= 1
+            if not self._waiters[task]:
+                del self._waiters[task]
+
+    async def _stream_layer(self, client: RegistryClient, digest: str, diff_id: str, chain: str, ref: str,
+                            progress: Progress) -> None:
+        """Download a layer and unpack it on the way (the task registered for both)."""
+        me = asyncio.current_task()
+        tmp = self.content.tmp / f"{digest[7:]}.{id(me)}"
+        what = f"{ref} {digest}"
+        n: int | None = None
+        sink: layers.StreamingUnpack | None = None
+        try:
+            self.blob_fetches += 1
+            n = await asyncio.to_thread(self.db.reserve_layer, chain)
+            d = self.snapshot_dir(n)
+            await asyncio.to_thread(snapshots.remove_tree, d)
+            sink = layers.StreamingUnpack(tmp, d / "tmp", what)
+            sink.start()
+            await client.blob_into(digest, sink.feed, progress.add)
+            got, got_diff_id, size, error = await sink.finish()
+            if got != digest:
+                raise client.digest_mismatch(digest, got)
+            if error is not None:
+                raise error
+            layers.check_diff_id(got_diff_id, diff_id, what)
+            await asyncio.to_thread(self.content.commit, tmp, digest)
+            await asyncio.to_thread(snapshots.commit, d / "tmp", d / "fs")
+            await asyncio.to_thread(self.db.set_layer_size, chain, size)
+        except BaseException:
+            if sink is not None:
+                await sink.abort()  # the thread lets go of the files before they go
+            await asyncio.to_thread(tmp.unlink, missing_ok=True)
+            if n is not None:
+                await asyncio.to_thread(snapshots.remove_tree, self.snapshot_dir(n))
+                await asyncio.to_thread(self.db.delete_layer, chain)
+            raise
+        finally:
+            self._downloads.pop(digest, None)
+            self._unpacks.pop(chain, None)
 
     async def _fetch(self, client: RegistryClient, digest: str, progress: Progress) -> None:
         if self.content.has(digest):
@@ -230,7 +314,8 @@ class ImageManager:
             got, size = await asyncio.to_thread(
                 layers.unpack, self.content.path(digest), tmp, f"{ref} {digest}")
             layers.check_diff_id(got, diff_id, f"{ref} {digest}")
-            os.rename(tmp, d / "fs")
+            await asyncio.to_thread(layers.sync_tree, tmp)
+            await asyncio.to_thread(snapshots.commit, tmp, d / "fs")
             await asyncio.to_thread(self.db.set_layer_size, chain, size)
         except BaseException:
             if n is not None:

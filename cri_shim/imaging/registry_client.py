@@ -8,7 +8,7 @@ the registry itself.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -142,7 +142,7 @@ class RegistryClient:
         size = 0
         try:
             with open(dest, "wb") as f:
-                async for chunk in resp.aiter_bytes(1 << 20):
+                async for chunk in resp.aiter_bytes():
                     h.update(chunk)
                     f.write(chunk)
                     size += len(chunk)
@@ -156,3 +156,23 @@ class RegistryClient:
         if got != digest:
             raise FailedPrecondition(f"blob {digest} of {self.ref} has content with digest {got}")
         return size
+
+    async def blob_into(self, digest: str, feed: Callable[[bytes], Awaitable[None]],
+                        progress: Callable[[int], None]) -> int:
+        """Stream a blob into feed as it arrives (the consumer verifies the digest)."""
+        resp = await self._get(f"blobs/{digest}", "*/*", stream=True)
+        size = 0
+        try:
+            # Chunks as the connection delivers them: re-chunking would copy every byte.
+            async for chunk in resp.aiter_bytes():
+                await feed(chunk)
+                size += len(chunk)
+                progress(len(chunk))
+        except httpx.HTTPError as e:
+            raise Unavailable(f"downloading {digest} of {self.ref}: {e}") from None
+        finally:
+            await resp.aclose()
+        return size
+
+    def digest_mismatch(self, digest: str, got: str) -> FailedPrecondition:
+        return FailedPrecondition(f"blob {digest} of {self.ref} has content with digest {got}")

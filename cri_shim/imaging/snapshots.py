@@ -26,6 +26,17 @@ def mount_overlay(lowers: list[Path], upper: Path, work: Path, merged: Path) -> 
     mounts.mount("overlay", merged, "overlay", 0, opts, "overlay")
 
 
+def commit(tmp: Path, final: Path) -> None:
+    """Make an unpacked (and synced) tree the committed snapshot: rename, then fsync the
+    directory holding both, so the rename itself survives a crash."""
+    os.rename(tmp, final)
+    fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def remove_tree(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(path)
