@@ -36,6 +36,20 @@ class SqliteStore:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    def execute_unsynced(self, sql: str, args: tuple[Any, ...] = ()) -> None:
+        """A write that need not be on disk when the call returns: committed without an fsync
+        (synchronous=NORMAL for this one transaction). It stays in order: the next ordinary
+        write syncs the log, this one with it, so a crash can lose only this write and those
+        after it, never one before. For the last step of a teardown: the deletion of a record
+        whose objects are already gone, which a crash can only bring back as a record of
+        nothing (removed again, tolerantly)."""
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._db.execute(sql, args)
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -6,7 +6,11 @@ of exits and after a restart.
 
 The manager holds an in-memory index (answers List and Status without I/O) backed
 by the sqlite store, a per-container lock for mutating calls, and one background
-task that notices exits recorded by conmon.
+task that notices exits recorded by conmon: inotify on conmon's exit directory
+(`exit_watch`) wakes it, and StopContainer's waiter, as soon as an exit file appears; a slow
+rescan of the directory is the backstop. Once an exit is recorded the runtime's own state of
+the container is deleted in the background (as containerd's exit handler does), so
+RemoveContainer is left with the bundle, the rootfs and the record.
 
 It is somewhat over 400 lines on purpose: it is the one state machine of a container (create,
 start, stop, remove, exits, recovery, exec, update), kept in one place so every transition and
@@ -31,11 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cri_shim import cgroup_paths
+from cri_shim import cgroup_paths, mounts
 from cri_shim.atomic_file import PRIVATE_FILE, write_atomic
 from cri_shim.config import Config
 from cri_shim.containers import attach as attach_io
-from cri_shim.containers import conmon, conmon_cgroup, views
+from cri_shim.containers import conmon, conmon_cgroup, exit_watch, views
 from cri_shim.containers.spec_gen import ImageContext, build_spec
 from cri_shim.containers.store import (
     CREATED,
@@ -65,16 +69,31 @@ from oci.spec import Process
 log = logging.getLogger("cri_shim.containers")
 
 EXIT_POLL_INTERVAL = 0.2
+# With inotify: how often the exit directory is still rescanned, in case an event was missed.
+EXIT_RESCAN_INTERVAL = 2.0
+# A StopContainer waiting for an exit wakes at least this often to check conmon is alive.
+EXIT_WAIT_BACKSTOP = 0.5
 
 @dataclass
 class Container:
     meta: ContainerMeta
     status: ContainerState
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The decoded config, kept beside the bytes it came from (read-only: callers never modify it).
+    _config: tuple[bytes, pb.ContainerConfig] | None = field(default=None, repr=False, compare=False)
+    # Set when conmon's exit file appears (exit_watch); StopContainer waits on it.
+    exit_seen: asyncio.Event = field(default_factory=asyncio.Event)
+    # The runtime's `delete` run once the exit is recorded (None: not started); RemoveContainer
+    # awaits it and deletes again (forcibly) only if it failed.
+    runtime_delete: asyncio.Task[bool] | None = None
 
     @property
     def config(self) -> pb.ContainerConfig:
-        return pb.ContainerConfig.FromString(self.meta.config)
+        """The CRI config, decoded once (List and Status ask for it on every call)."""
+        cached = self._config
+        if cached is None or cached[0] is not self.meta.config:
+            cached = self._config = (self.meta.config, pb.ContainerConfig.FromString(self.meta.config))
+        return cached[1]
 
 
 def new_id() -> str:
@@ -106,6 +125,8 @@ class ContainerManager:
         self.store = ContainerStore(Path(config.root_dir) / "containers.db")
         self.containers: IdIndex[Container] = IdIndex("container")
         self._watcher: asyncio.Task[None] | None = None
+        self._exit_watch = exit_watch.ExitWatch(self.exit_dir, self._on_exit_file)
+        self._poll_interval = EXIT_POLL_INTERVAL
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="container-store")
         # Previous CPU sample of each container, for ContainerStats' usage_nano_cores (cri_shim.stats).
         self.cpu_rates = CpuRates()
@@ -117,10 +138,15 @@ class ContainerManager:
             d.mkdir(parents=True, exist_ok=True)
         for meta, status in await asyncio.to_thread(self.store.load):
             self.containers.add(meta.id, Container(meta, status), self._name_key(meta))
+        if self._exit_watch.start():
+            self._poll_interval = EXIT_RESCAN_INTERVAL
+        else:
+            log.warning("inotify unavailable: polling %s every %.1fs", self.exit_dir, EXIT_POLL_INTERVAL)
         await self._recover()
         self._watcher = asyncio.create_task(self._watch_exits())
 
     async def stop(self) -> None:
+        self._exit_watch.close()
         if self._watcher:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -183,17 +209,51 @@ class ContainerManager:
         c.status.message = message
         self._persist(c)
         self.publish(c.meta.id, pb.CONTAINER_STOPPED_EVENT, c.meta.pod_id)
+        if c.runtime_delete is None:
+            c.runtime_delete = asyncio.get_running_loop().create_task(self._runtime_delete(c))
+
+    async def _runtime_delete(self, c: Container) -> bool:
+        """Delete the runtime's state of an exited container and unmount its rootfs; its record,
+        bundle and writable layer stay. True if the runtime no longer knows the container."""
+        try:
+            await self.handlers.runtime(c.meta.handler).delete(c.meta.id)
+        except ContainerNotFound:
+            pass
+        except Exception as e:  # noqa: BLE001 - RemoveContainer deletes again, forcibly
+            log.debug("container %s: runtime delete after exit: %s", c.meta.id, e)
+            return False
+        if c.meta.rootfs:
+            # Unmounted now, as CRI-O does at exit; the writable layer stays until RemoveContainer.
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(mounts.unmount, Path(c.meta.rootfs))
+        return True
+
+    def _on_exit_file(self, cid: str | None) -> None:
+        """An exit file appeared (exit_watch); None: the event queue overflowed."""
+        if cid is None:
+            self._scan_exits()
+            return
+        c = self.containers.exact(cid)
+        if c is None:
+            return
+        c.exit_seen.set()
+        if c.status.state == RUNNING and not c.lock.locked():
+            self._check_exit(c)
+
+    def _scan_exits(self) -> None:
+        # One directory listing, not one stat per container.
+        for cid in {e.name for e in os.scandir(self.exit_dir)}:
+            c = self.containers.exact(cid)
+            if c is not None and c.status.state == RUNNING:
+                c.exit_seen.set()
+                if not c.lock.locked():
+                    self._check_exit(c)
 
     async def _watch_exits(self) -> None:
         while True:
-            await asyncio.sleep(EXIT_POLL_INTERVAL)
+            await asyncio.sleep(self._poll_interval)
             try:
-                # One directory listing per tick, not one stat per container.
-                exited = {e.name for e in os.scandir(self.exit_dir)}
-                for cid in exited:
-                    c = self.containers.exact(cid)
-                    if c is not None and c.status.state == RUNNING and not c.lock.locked():
-                        self._check_exit(c)
+                self._scan_exits()
             except Exception:  # noqa: BLE001 - the watcher must survive one bad record
                 log.exception("exit watcher")
 
@@ -275,6 +335,7 @@ class ContainerManager:
             c.meta, cgroups_path=cgroup_paths.container_cgroup(self.config.cgroup_driver, cgroups_path),
             uid=user.uid if user else c.meta.uid, gid=user.gid if user else c.meta.gid,
             supplemental_groups=list(user.additional_gids or []) if user else c.meta.supplemental_groups,
+            rootfs=str(rootfs),
         )
         await asyncio.to_thread(write_atomic, bundle / "config.json", spec.to_json(indent=1), PRIVATE_FILE)
         if c.meta.log_path:
@@ -290,21 +351,31 @@ class ContainerManager:
     async def _destroy(self, c: Container) -> None:
         """Remove everything a container owns, tolerating parts that never existed."""
         meta = c.meta
+        deleted = False
+        if c.runtime_delete is not None:
+            deleted = await asyncio.shield(c.runtime_delete)
         try:
             rt = self.handlers.runtime(meta.handler)
-            with contextlib.suppress(ContainerNotFound):
-                await rt.delete(meta.id, force=True)
+            if not deleted:
+                with contextlib.suppress(ContainerNotFound):
+                    await rt.delete(meta.id, force=True)
         except (OCIRuntimeError, NotFound, FailedPrecondition) as e:
             log.warning("container %s: runtime delete: %s", meta.id, e)
-        with contextlib.suppress(Exception):
-            await self.images.release_rootfs(meta.id)
-        await conmon_cgroup.remove(Path(meta.bundle))
-        await asyncio.to_thread(shutil.rmtree, meta.bundle, True)
-        with contextlib.suppress(FileNotFoundError):
-            (self.exit_dir / meta.id).unlink()
+        # The rootfs and the bundle are independent: both at once; the record goes last.
+        await asyncio.gather(self._release_rootfs(meta.id), self._remove_bundle(meta))
         await asyncio.wrap_future(self._writer.submit(self.store.delete, meta.id))
         self.containers.remove(meta.id, self._name_key(meta))
         self.cpu_rates.forget(meta.id)
+
+    async def _release_rootfs(self, container_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.images.release_rootfs(container_id)
+
+    async def _remove_bundle(self, meta: ContainerMeta) -> None:
+        await conmon_cgroup.remove(Path(meta.bundle))  # its record lives in the bundle
+        await asyncio.to_thread(shutil.rmtree, meta.bundle, True)
+        with contextlib.suppress(FileNotFoundError):
+            (self.exit_dir / meta.id).unlink()
 
     async def start_container(self, container_id: str) -> None:
         c = self.get(container_id)
@@ -332,6 +403,9 @@ class ContainerManager:
             return  # idempotent: stopping a missing container succeeds
         async with c.lock:
             await self._stop_locked(c, timeout)
+        if c.runtime_delete is not None:
+            # As containerd: the reply comes once the runtime has let go of the container too.
+            await asyncio.shield(c.runtime_delete)
 
     async def _stop_locked(self, c: Container, timeout: int) -> None:
         self._check_exit(c)
@@ -346,8 +420,10 @@ class ContainerManager:
                 await rt.kill(c.meta.id, signal.SIGKILL)
         else:
             if timeout > 0:
-                with contextlib.suppress(ContainerNotFound, OCIRuntimeError):
-                    await rt.kill(c.meta.id, _signal_number(c.meta.stop_signal))
+                sig = _signal_number(c.meta.stop_signal)
+                if not _signal_init(c, sig):
+                    with contextlib.suppress(ContainerNotFound, OCIRuntimeError):
+                        await rt.kill(c.meta.id, sig)
                 if await self._wait_exit(c, timeout):
                     return
             with contextlib.suppress(ContainerNotFound, OCIRuntimeError):
@@ -357,10 +433,21 @@ class ContainerManager:
                 self._mark_exited(c, 137, "Error", "container did not report an exit after SIGKILL")
 
     async def _wait_exit(self, c: Container, timeout: float) -> bool:
+        """Wait for conmon's exit file: woken by its inotify event, with a slow backstop that
+        also notices a monitor that died without writing one."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
+            c.exit_seen.clear()
             if self._check_exit(c) or c.status.state == EXITED:
                 return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(c.exit_seen.wait(), min(left, EXIT_WAIT_BACKSTOP))
+                continue
+            except TimeoutError:
+                pass
             if not conmon.conmon_alive(Path(c.meta.bundle)):
                 # conmon writes the exit file before exiting; look once more.
                 await asyncio.sleep(0.05)
@@ -369,8 +456,6 @@ class ContainerManager:
                 if c.status.state == CREATED:
                     self._mark_exited(c, 137, "Error", "killed before start")
                     return True
-            await asyncio.sleep(0.05)
-        return False
 
     async def remove_container(self, container_id: str) -> None:
         c = self.find(container_id)
@@ -481,6 +566,31 @@ class ContainerManager:
             raise FailedPrecondition(f"container {c.meta.id} is not running; its log cannot be reopened")
         rt = self.handlers.runtime(c.meta.handler)
         await rt.reopen_log(c.meta.id, Path(c.meta.bundle), c.meta.log_path)
+
+
+def _signal_init(c: Container, sig: int) -> bool:
+    """Signal the container's init process directly, as `runc kill` without --all does, but
+    without starting a runtime process. Through a pidfd, and only once that pidfd is known to
+    name a process in the container's own cgroup (so never a process that reused the pid of an
+    exited init); False when that cannot be shown, and the caller asks the runtime instead."""
+    pid = c.status.pid
+    if pid <= 0 or not c.meta.cgroups_path:
+        return False
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            suffix = ":" + c.meta.cgroups_path.rstrip("/")
+            if not any(line.rstrip("\n").endswith(suffix) for line in f):
+                return False
+        signal.pidfd_send_signal(fd, sig)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _signal_number(name: str) -> int:

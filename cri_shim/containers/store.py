@@ -40,6 +40,8 @@ class ContainerMeta:
     uid: int = 0
     gid: int = 0
     supplemental_groups: list[int] = field(default_factory=list)
+    # The root file system prepared for it (an overlay mount, or a directory), once created.
+    rootfs: str = ""
 
 
 @dataclass
@@ -69,7 +71,8 @@ class ContainerStore(SqliteStore):
                      (dump_record(asdict(status)), container_id))
 
     def delete(self, container_id: str) -> None:
-        self.execute("DELETE FROM containers WHERE id = ?", (container_id,))
+        # The last step of a teardown (everything the record names is gone): no fsync of its own.
+        self.execute_unsynced("DELETE FROM containers WHERE id = ?", (container_id,))
 
     def load(self) -> list[tuple[ContainerMeta, ContainerState]]:
         rows = self.execute("SELECT meta, status FROM containers")

@@ -43,10 +43,16 @@ class Sandbox:
     meta: SandboxMeta
     status: SandboxState
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The decoded config, kept beside the bytes it came from (read-only: callers never modify it).
+    _config: tuple[bytes, pb.PodSandboxConfig] | None = field(default=None, repr=False, compare=False)
 
     @property
     def config(self) -> pb.PodSandboxConfig:
-        return pb.PodSandboxConfig.FromString(self.meta.config)
+        """The CRI config, decoded once (List and Status ask for it on every call)."""
+        cached = self._config
+        if cached is None or cached[0] is not self.meta.config:
+            cached = self._config = (self.meta.config, pb.PodSandboxConfig.FromString(self.meta.config))
+        return cached[1]
 
     @property
     def dir(self) -> Path:

@@ -63,7 +63,8 @@ class SandboxStore(SqliteStore):
                      (dump_record(asdict(status)), sandbox_id))
 
     def delete(self, sandbox_id: str) -> None:
-        self.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+        # The last step of a teardown (everything the record names is gone): no fsync of its own.
+        self.execute_unsynced("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
 
     def load(self) -> list[tuple[SandboxMeta, SandboxState]]:
         rows = self.execute("SELECT meta, status FROM sandboxes")
