@@ -86,6 +86,9 @@ class Container:
     # The runtime's `delete` run once the exit is recorded (None: not started); RemoveContainer
     # awaits it and deletes again (forcibly) only if it failed.
     runtime_delete: asyncio.Task[bool] | None = None
+    # The removal of conmon's cgroup, started at exit too (conmon leaves right after writing
+    # the exit file); RemoveContainer awaits it.
+    monitor_cleanup: asyncio.Task[None] | None = None
 
     @property
     def config(self) -> pb.ContainerConfig:
@@ -209,8 +212,11 @@ class ContainerManager:
         c.status.message = message
         self._persist(c)
         self.publish(c.meta.id, pb.CONTAINER_STOPPED_EVENT, c.meta.pod_id)
+        loop = asyncio.get_running_loop()
         if c.runtime_delete is None:
-            c.runtime_delete = asyncio.get_running_loop().create_task(self._runtime_delete(c))
+            c.runtime_delete = loop.create_task(self._runtime_delete(c))
+        if c.monitor_cleanup is None:
+            c.monitor_cleanup = loop.create_task(conmon_cgroup.remove(Path(c.meta.bundle)))
 
     async def _runtime_delete(self, c: Container) -> bool:
         """Delete the runtime's state of an exited container and unmount its rootfs; its record,
@@ -362,7 +368,7 @@ class ContainerManager:
         except (OCIRuntimeError, NotFound, FailedPrecondition) as e:
             log.warning("container %s: runtime delete: %s", meta.id, e)
         # The rootfs and the bundle are independent: both at once; the record goes last.
-        await asyncio.gather(self._release_rootfs(meta.id), self._remove_bundle(meta))
+        await asyncio.gather(self._release_rootfs(meta.id), self._remove_bundle(c))
         await asyncio.wrap_future(self._writer.submit(self.store.delete, meta.id))
         self.containers.remove(meta.id, self._name_key(meta))
         self.cpu_rates.forget(meta.id)
@@ -371,8 +377,15 @@ class ContainerManager:
         with contextlib.suppress(Exception):
             await self.images.release_rootfs(container_id)
 
-    async def _remove_bundle(self, meta: ContainerMeta) -> None:
-        await conmon_cgroup.remove(Path(meta.bundle))  # its record lives in the bundle
+    async def _remove_bundle(self, c: Container) -> None:
+        meta = c.meta
+        done = False
+        if c.monitor_cleanup is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(c.monitor_cleanup)
+                done = True
+        if not done:
+            await conmon_cgroup.remove(Path(meta.bundle))  # before the bundle: its record lives there
         await asyncio.to_thread(shutil.rmtree, meta.bundle, True)
         with contextlib.suppress(FileNotFoundError):
             (self.exit_dir / meta.id).unlink()
