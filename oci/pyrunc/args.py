@@ -49,6 +49,7 @@ class Args:
         self.log: str | None = None
         self.log_format = "text"
         self.debug = False
+        self.systemd_cgroup = False
         self.opts: dict[str, object] = {}
         self.positional: list[str] = []
 
@@ -82,6 +83,8 @@ def parse(argv: list[str]) -> Args:
         elif key in GLOBAL_BOOL:
             if key == "--debug":
                 a.debug = val in (None, "true", "1")
+            elif key == "--systemd-cgroup":
+                a.systemd_cgroup = val in (None, "true", "1")
             elif key in ("--help", "-h"):
                 a.command = "help"
             elif key in ("--version", "-v"):

@@ -58,6 +58,8 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 _SYS_PIVOT_ROOT = 155  # x86_64
 _SYS_CAPSET = 126
 _SYS_CAPGET = 125
+_SYS_CLOSE_RANGE = 436  # the same number on every architecture (the unified syscall table)
+CLOSE_RANGE_CLOEXEC = 4
 CGROUP2_SUPER_MAGIC = 0x63677270
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351}.get(os.uname().machine, 321)
 
@@ -95,6 +97,11 @@ def unshare(flags: int) -> None:
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
                               ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)), f"prctl({option})")
+
+
+def close_range(first: int, last: int, flags: int) -> None:
+    _check(_libc.syscall(_SYS_CLOSE_RANGE, ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(flags)),
+           f"close_range({first}, {last}, {flags:#x})")
 
 
 def sethostname(name: str) -> None:
