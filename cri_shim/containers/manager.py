@@ -39,7 +39,7 @@ from cri_shim import cgroup_paths, mounts
 from cri_shim.atomic_file import PRIVATE_FILE, write_atomic
 from cri_shim.config import Config
 from cri_shim.containers import attach as attach_io
-from cri_shim.containers import conmon, conmon_cgroup, exit_watch, views
+from cri_shim.containers import cdi, conmon, conmon_cgroup, exit_watch, stop_signals, views
 from cri_shim.containers.spec_gen import ImageContext, build_spec
 from cri_shim.containers.store import (
     CREATED,
@@ -287,7 +287,8 @@ class ContainerManager:
         self._check_name_free(key, cfg.metadata, pod_id)
         cid = new_id()
         bundle = self.dir / cid
-        stop_signal = str(image.config.get("StopSignal") or "SIGTERM")
+        stop_signal = (stop_signals.from_cri(cfg.stop_signal) or str(image.config.get("StopSignal") or "")
+                       or stop_signals.DEFAULT)
         meta = ContainerMeta(
             id=cid, pod_id=pod_id, name=cfg.metadata.name, attempt=cfg.metadata.attempt,
             config=cfg.SerializeToString(), image_ref=cfg.image.image, image_id=image.id,
@@ -323,7 +324,8 @@ class ContainerManager:
         rro = self.handlers.get(c.meta.handler).recursive_read_only_mounts
         spec = build_spec(cfg, c.meta.id, pod.context, ImageContext(c.meta.image_ref, image.config),
                           rootfs, sandbox_config or pod.config, recursive_read_only=rro,
-                          cgroup_driver=self.config.cgroup_driver)
+                          cgroup_driver=self.config.cgroup_driver,
+                          cdi_registry=cdi.load(self.config.cdi_spec_dirs) if cfg.CDI_devices else None)
         ns = cfg.linux.security_context.namespace_options
         if ns.pid == pb.TARGET:
             target = self.get(ns.target_id)
@@ -433,7 +435,7 @@ class ContainerManager:
                 await rt.kill(c.meta.id, signal.SIGKILL)
         else:
             if timeout > 0:
-                sig = _signal_number(c.meta.stop_signal)
+                sig = stop_signals.number(c.meta.stop_signal)
                 if not _signal_init(c, sig):
                     with contextlib.suppress(ContainerNotFound, OCIRuntimeError):
                         await rt.kill(c.meta.id, sig)
@@ -606,14 +608,4 @@ def _signal_init(c: Container, sig: int) -> bool:
         os.close(fd)
 
 
-def _signal_number(name: str) -> int:
-    name = name.strip().upper()
-    if name.isdigit():
-        return int(name)
-    if not name.startswith("SIG"):
-        name = "SIG" + name
-    try:
-        return int(signal.Signals[name])
-    except KeyError:
-        return int(signal.SIGTERM)
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cri_shim.containers import stop_signals
 from cri_shim.containers.store import CREATED, CREATING, EXITED, RUNNING
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.id_lookup import labels_match
@@ -58,6 +59,7 @@ def container_status(c: Container, verbose: bool) -> tuple[pb.ContainerStatus, d
         image_ref=c.meta.image_repo_ref or c.meta.image_id, reason=c.status.reason,
         message=c.status.message, labels=cfg.labels, annotations=cfg.annotations,
         mounts=cfg.mounts, log_path=c.meta.log_path, image_id=c.meta.image_id,
+        stop_signal=stop_signals.to_cri(c.meta.stop_signal),
     )
     resources = (pb.LinuxContainerResources.FromString(c.status.resources)
                  if c.status.resources else cfg.linux.resources)
