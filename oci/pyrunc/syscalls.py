@@ -104,6 +104,21 @@ def close_range(first: int, last: int, flags: int) -> None:
            f"close_range({first}, {last}, {flags:#x})")
 
 
+def loopback_up() -> None:
+    """Set `lo` up in the current network namespace (SIOCGIFFLAGS, then SIOCSIFFLAGS with
+    IFF_UP), as runc and crun do in a network namespace they create."""
+    fd = _check(_libc.socket(2, 2 | 0o2000000, 0), "socket(AF_INET, SOCK_DGRAM)")  # SOCK_CLOEXEC
+    try:
+        ifr = ctypes.create_string_buffer(40)  # struct ifreq: char name[16], then ifr_flags
+        ifr[0:2] = b"lo"
+        _check(_libc.ioctl(fd, ctypes.c_ulong(0x8913), ifr), "ioctl SIOCGIFFLAGS lo")
+        flags = ctypes.c_short.from_buffer(ifr, 16)
+        flags.value |= 1  # IFF_UP
+        _check(_libc.ioctl(fd, ctypes.c_ulong(0x8914), ifr), "ioctl SIOCSIFFLAGS lo")
+    finally:
+        os.close(fd)
+
+
 def sethostname(name: str) -> None:
     b = name.encode()
     _check(_libc.sethostname(b, len(b)), "sethostname")
