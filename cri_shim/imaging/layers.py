@@ -39,7 +39,7 @@ from cri_shim.errors import FailedPrecondition, InvalidArgument
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
-READ_SIZE = 1 << 20
+READ_SIZE = 256 << 10
 
 
 class HashingReader:
@@ -161,7 +161,8 @@ def _decompressed(f: IO[bytes]) -> IO[bytes]:
     if magic == b"\x28\xb5\x2f\xfd":
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(src, read_size=READ_SIZE, read_across_frames=True)  # type: ignore[return-value]
+        zd = zstandard.ZstdDecompressor()
+        return zd.stream_reader(src, read_size=READ_SIZE, read_across_frames=True)  # type: ignore[return-value]
     return src
 
 
@@ -238,6 +239,19 @@ def _apply_meta(dfd: int, leaf: str, m: tarfile.TarInfo, is_link: bool) -> None:
     os.utime(leaf, (m.mtime, m.mtime), dir_fd=dfd, follow_symlinks=False)
 
 
+def _apply_meta_fd(fd: int, m: tarfile.TarInfo) -> None:
+    """_apply_meta for a regular file still open: no path lookups."""
+    os.fchown(fd, m.uid, m.gid)
+    os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears set-id bits
+    for key, value in (m.pax_headers or {}).items():
+        if key.startswith("SCHILY.xattr."):
+            try:
+                os.setxattr(fd, key[len("SCHILY.xattr."):], value.encode("utf-8", "surrogateescape"))
+            except OSError:
+                pass
+    os.utime(fd, (m.mtime, m.mtime))
+
+
 def unpack(blob: Path, dest: Path, layer: str) -> tuple[str, int]:
     """Extract a (possibly compressed) layer tar into dest; return (diff_id, unpacked bytes)."""
     with open(blob, "rb", buffering=0) as raw:
@@ -255,13 +269,24 @@ def unpack_stream(raw: IO[bytes], dest: Path, layer: str) -> tuple[str, int]:
         reader = HashingReader(_decompressed(raw))
         fwd = _ForwardReader(reader)  # type: ignore[arg-type]
         tar = tarfile.open(fileobj=fwd, mode="r:")  # type: ignore[call-overload]
-        for m in tar:
-            parts = _clean_parts(m.name, layer)
-            if not parts:
-                continue
-            leaf = parts[-1]
-            dfd = _parent_fd(root, parts, layer, m.name)
-            try:
+        # The parent directory's fd is kept while members stay in the same directory (the
+        # usual order). Safe: a member can replace entries inside that directory, never the
+        # directory itself; any other parent is opened afresh, without following symlinks.
+        cached_parent: list[str] | None = None
+        dfd = -1
+        try:
+            while (m := tar.next()) is not None:
+                tar.members.clear()  # nothing looks members up again: 20,000 headers need not stay
+                parts = _clean_parts(m.name, layer)
+                if not parts:
+                    continue
+                leaf = parts[-1]
+                if parts[:-1] != cached_parent:
+                    if dfd >= 0:
+                        os.close(dfd)
+                        dfd = -1
+                    dfd = _parent_fd(root, parts, layer, m.name)
+                    cached_parent = parts[:-1]
                 if leaf == OPAQUE:
                     os.setxattr(f"/proc/self/fd/{dfd}", "trusted.overlay.opaque", b"y")
                     continue
@@ -270,15 +295,13 @@ def unpack_stream(raw: IO[bytes], dest: Path, layer: str) -> tuple[str, int]:
                     _remove_existing(dfd, target, keep_dir=False)
                     os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=dfd)
                     continue
-                _remove_existing(dfd, leaf, keep_dir=m.isdir())
-                if m.isdir():
-                    if not os.path.lexists(f"/proc/self/fd/{dfd}/{leaf}"):
-                        os.mkdir(leaf, 0o755, dir_fd=dfd)
-                    dirs.append((parts, m))
-                    continue
                 if m.isreg():
-                    fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
-                                 dir_fd=dfd)
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                    try:
+                        fd = os.open(leaf, flags, 0o600, dir_fd=dfd)
+                    except FileExistsError:  # an earlier member of the same name: replaced
+                        _remove_existing(dfd, leaf, keep_dir=False)
+                        fd = os.open(leaf, flags, 0o600, dir_fd=dfd)
                     try:
                         if m.sparse is None:
                             fwd.seek(m.offset_data)
@@ -288,11 +311,18 @@ def unpack_stream(raw: IO[bytes], dest: Path, layer: str) -> tuple[str, int]:
                             assert src is not None
                             while chunk := src.read(READ_SIZE):
                                 os.write(fd, chunk)
+                        _apply_meta_fd(fd, m)
                     finally:
                         os.close(fd)
                     total += m.size
-                    _apply_meta(dfd, leaf, m, False)
-                elif m.issym():
+                    continue
+                _remove_existing(dfd, leaf, keep_dir=m.isdir())
+                if m.isdir():
+                    if not os.path.lexists(f"/proc/self/fd/{dfd}/{leaf}"):
+                        os.mkdir(leaf, 0o755, dir_fd=dfd)
+                    dirs.append((parts, m))
+                    continue
+                if m.issym():
                     os.symlink(m.linkname, leaf, dir_fd=dfd)
                     _apply_meta(dfd, leaf, m, True)
                 elif m.islnk():
@@ -318,7 +348,8 @@ def unpack_stream(raw: IO[bytes], dest: Path, layer: str) -> tuple[str, int]:
                     os.mknod(leaf, kind | (m.mode & 0o7777), os.makedev(m.devmajor, m.devminor),
                              dir_fd=dfd)
                     _apply_meta(dfd, leaf, m, False)
-            finally:
+        finally:
+            if dfd >= 0:
                 os.close(dfd)
         reader.drain()
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, OSError, ValueError, zlib_ng.error) as e:
@@ -403,7 +434,7 @@ class StreamingUnpack:
 
     BATCH = READ_SIZE
 
-    def __init__(self, blob_tmp: Path, dest: Path, layer: str, max_batches: int = 4) -> None:
+    def __init__(self, blob_tmp: Path, dest: Path, layer: str, max_batches: int = 8) -> None:
         self.blob_tmp, self.dest, self.layer = blob_tmp, dest, layer
         self._q: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
         self._space = asyncio.Semaphore(max_batches)

@@ -152,6 +152,12 @@ def test_unpack_rejects_escapes(tmp_path: Path) -> None:
         "through-symlink": TarBuilder().symlink("s", "/tmp").file("s/x", b"1").bytes(),
         "hardlink-out": TarBuilder().hardlink("h", "../../etc/passwd").bytes(),
         "hardlink-through-symlink": TarBuilder().symlink("e", "/etc").hardlink("h", "e/passwd").bytes(),
+        # The unpacker keeps the last parent directory open: a directory replaced by a symlink
+        # between two members in it must not be written through.
+        "dir-then-symlink": TarBuilder().dir("a").file("a/x", b"1").symlink("a", "/tmp")
+        .file("a/x", b"1").bytes(),
+        "gzip-dir-then-symlink": gzip.compress(TarBuilder().dir("b").file("b/x", b"1").symlink("b", "/tmp")
+                                               .file("b/x", b"1").bytes()),
     }
     for name, tar in cases.items():
         src = tmp_path / f"{name}.tar"
