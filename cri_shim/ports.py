@@ -48,6 +48,13 @@ class ImageProvider(Protocol):
 
     async def release_rootfs(self, container_id: str) -> None: ...
 
+    async def mount_volume(self, container_id: str, index: int, ref: str, sub: str = "") -> Path:
+        """The image `ref` mounted read-only for the container's image volume `index`; the
+        directory `sub` inside it (InvalidArgument when it leaves the image or is missing)."""
+        ...
+
+    async def release_volumes(self, container_id: str) -> None: ...
+
     def rootfs_usage(self, container_id: str) -> tuple[int, int] | None:
         """(bytes, inodes) used by the container's writable layer."""
         ...

@@ -321,6 +321,8 @@ class ContainerManager:
         bundle = Path(c.meta.bundle)
         bundle.mkdir(parents=True, exist_ok=False, mode=0o700)
         rootfs = await self.images.prepare_rootfs(c.meta.id, image.id)
+        if any(m.image.image for m in cfg.mounts):
+            cfg = await self._mount_image_volumes(c.meta.id, cfg)
         rro = self.handlers.get(c.meta.handler).recursive_read_only_mounts
         spec = build_spec(cfg, c.meta.id, pod.context, ImageContext(c.meta.image_ref, image.config),
                           rootfs, sandbox_config or pod.config, recursive_read_only=rro,
@@ -375,9 +377,21 @@ class ContainerManager:
         self.containers.remove(meta.id, self._name_key(meta))
         self.cpu_rates.forget(meta.id)
 
+    async def _mount_image_volumes(self, container_id: str, cfg: pb.ContainerConfig) -> pb.ContainerConfig:
+        """The config with each image volume's host path: the image, mounted (shared, read-only)."""
+        resolved = pb.ContainerConfig()
+        resolved.CopyFrom(cfg)
+        for i, m in enumerate(resolved.mounts):
+            if m.image.image:
+                path = await self.images.mount_volume(container_id, i, m.image.image, m.image_sub_path)
+                m.host_path = str(path)
+        return resolved
+
     async def _release_rootfs(self, container_id: str) -> None:
         with contextlib.suppress(Exception):
             await self.images.release_rootfs(container_id)
+        with contextlib.suppress(Exception):
+            await self.images.release_volumes(container_id)
 
     async def _remove_bundle(self, c: Container) -> None:
         meta = c.meta

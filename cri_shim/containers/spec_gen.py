@@ -284,6 +284,11 @@ def build_spec(
             raise InvalidArgument(f"mount host_path {m.host_path} does not exist")
         if m.recursive_read_only:
             _check_recursive_read_only(m, recursive_read_only)
+        if m.image.image:
+            # an image volume, as the Kubernetes documentation has it: read-only, noexec
+            b.add_mount(m.container_path, "bind", m.host_path,
+                        ["rbind", "ro", "nosuid", "nodev", "noexec", "rprivate"])
+            continue
         b.bind_mount(m.host_path, m.container_path, readonly=m.readonly,
                      propagation=PROPAGATION.get(m.propagation, "rprivate"),
                      recursive_readonly=m.recursive_read_only)

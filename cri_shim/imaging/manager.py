@@ -20,8 +20,8 @@ from typing import Any
 
 from cri_shim import mounts
 from cri_shim.config import Config
-from cri_shim.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
-from cri_shim.imaging import auth, layers, reference, snapshots
+from cri_shim.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri_shim.imaging import auth, image_volumes, layers, reference, snapshots
 from cri_shim.imaging.manifests import INDEX_TYPES, chain_ids, parse_json, select_platform
 from cri_shim.imaging.pull_progress import Progress, progress_file
 from cri_shim.imaging.registry_client import RegistryClient
@@ -50,6 +50,8 @@ class ImageManager:
         self._pulls = 0
         self._lock = asyncio.Lock()
         self.blob_fetches = 0  # counted for tests: blob GETs actually made
+        # images mounted as image volumes: reported pinned, so the kubelet's GC leaves them
+        self.volume_images: set[str] = set()
 
     async def start(self) -> None:
         self.snap_root.mkdir(parents=True, exist_ok=True)
@@ -60,6 +62,7 @@ class ImageManager:
             for p in self.content.tmp.iterdir():  # leftovers of a crash mid-download
                 p.unlink(missing_ok=True)
         await asyncio.to_thread(self._gc)
+        await self._remount_volumes()
 
     async def stop(self) -> None:
         self.db.close()
@@ -410,8 +413,10 @@ class ImageManager:
             snaps = await asyncio.to_thread(self.db.snapshots)
             users = [c for c, img in snaps.items() if img == rec.id]
             if users:
-                raise FailedPrecondition(
-                    f"image {rec.id} is in use by container(s) {', '.join(u[:12] for u in users)}")
+                named = sorted({u.split(image_volumes.USE_MARK)[0][:12]
+                                + (" (image volume)" if image_volumes.is_volume_use(u) else "")
+                                for u in users})
+                raise FailedPrecondition(f"image {rec.id} is in use by container(s) {', '.join(named)}")
             await asyncio.to_thread(self.db.delete_image, rec.id)
             self.images.pop(rec.id, None)
             if self._pulls == 0:
@@ -444,17 +449,22 @@ class ImageManager:
 
     # --- container root file systems -------------------------------------------------------------
 
-    async def prepare_rootfs(self, container_id: str, image_id: str) -> Path:
-        rec = self.images.get(image_id)
-        if rec is None:
-            raise NotFound(f"image {image_id} not found")
+    async def _lowers(self, rec: ImageRecord) -> list[Path]:
+        """The image's committed layers, top first (overlay's lowerdir order)."""
         numbers = dict((c, n) for c, n, _ in await asyncio.to_thread(self.db.layers))
         lowers = []
         for chain in reversed(rec.chain):
             n = numbers.get(chain)
             if n is None:
-                raise FailedPrecondition(f"image {image_id}: layer {chain} is missing; pull it again")
+                raise FailedPrecondition(f"image {rec.id}: layer {chain} is missing; pull it again")
             lowers.append(self.snapshot_dir(n) / "fs")
+        return lowers
+
+    async def prepare_rootfs(self, container_id: str, image_id: str) -> Path:
+        rec = self.images.get(image_id)
+        if rec is None:
+            raise NotFound(f"image {image_id} not found")
+        lowers = await self._lowers(rec)
         d = self.ctr_root / container_id
         await asyncio.to_thread(self.db.put_snapshot, container_id, image_id)
         if not lowers:
@@ -470,6 +480,57 @@ class ImageManager:
         await asyncio.to_thread(mounts.unmount, d / "merged")
         await asyncio.to_thread(snapshots.remove_tree, d)
         await asyncio.to_thread(self.db.delete_snapshot, container_id)
+
+    # --- image volumes ---------------------------------------------------------------------------
+
+    def _volume_dir(self, image_id: str) -> Path:
+        return Path(self.config.root_dir) / "image-volumes" / image_id.removeprefix("sha256:")
+
+    async def mount_volume(self, container_id: str, index: int, ref: str, sub: str = "") -> Path:
+        """The image `ref` mounted read-only (shared per image) for a container's volume
+        `index`; the path inside it for `sub`. The image counts as in use until
+        release_volumes(container_id)."""
+        rec = self.find(ref)
+        if rec is None:
+            raise NotFound(f"image {ref!r} of an image volume is not present (pull it first)")
+        lowers = await self._lowers(rec)
+        if not lowers:
+            raise InvalidArgument(f"image {ref!r} of an image volume has no layers")
+        await asyncio.to_thread(self.db.put_snapshot, image_volumes.use_key(container_id, index), rec.id)
+        self.volume_images.add(rec.id)
+        target = self._volume_dir(rec.id)
+        try:
+            async with self._lock:
+                await asyncio.to_thread(image_volumes.mount_image, lowers, target)
+            return await asyncio.to_thread(image_volumes.sub_path, target, sub, ref)
+        except BaseException:
+            await self.release_volumes(container_id)
+            raise
+
+    async def release_volumes(self, container_id: str) -> None:
+        """End a container's uses of image volumes; unmount the images no one else uses."""
+        async with self._lock:
+            uses = await asyncio.to_thread(self.db.snapshots)
+            mine = {k: img for k, img in uses.items() if image_volumes.is_use_of(k, container_id)}
+            for key in mine:
+                await asyncio.to_thread(self.db.delete_snapshot, key)
+            others = {img for k, img in uses.items() if image_volumes.is_volume_use(k) and k not in mine}
+            self.volume_images = others
+            for image_id in set(mine.values()) - others:
+                await asyncio.to_thread(image_volumes.unmount_image, self._volume_dir(image_id))
+
+    async def _remount_volumes(self) -> None:
+        """At start: the mounts of recorded uses (gone after a reboot with the state kept)."""
+        uses = await asyncio.to_thread(self.db.snapshots)
+        self.volume_images = {img for k, img in uses.items() if image_volumes.is_volume_use(k)}
+        for image_id in self.volume_images:
+            rec = self.images.get(image_id)
+            if rec is not None:
+                try:
+                    await asyncio.to_thread(image_volumes.mount_image, await self._lowers(rec),
+                                            self._volume_dir(image_id))
+                except (FailedPrecondition, Internal, OSError) as e:
+                    log.warning("image volume of %s not mounted again: %s", image_id, e)
 
     def rootfs_usage(self, container_id: str) -> tuple[int, int] | None:
         from cri_shim.stats.cgroups import dir_usage

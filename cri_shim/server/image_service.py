@@ -19,9 +19,10 @@ if TYPE_CHECKING:
     from cri_shim.server.services import Services
 
 
-def image_pb(rec: ImageRecord) -> pb.Image:
+def image_pb(rec: ImageRecord, in_volume: bool = False) -> pb.Image:
+    """An image as the CRI shows it; one mounted as an image volume is pinned (in use)."""
     img = pb.Image(id=rec.id, repo_tags=rec.repo_tags, repo_digests=rec.repo_digests, size=rec.size,
-                   spec=pb.ImageSpec(image=rec.id), pinned=rec.pinned)
+                   spec=pb.ImageSpec(image=rec.id), pinned=rec.pinned or in_volume)
     user = str((rec.config.get("config") or {}).get("User") or "")
     name = user.split(":")[0]
     if name.isdigit():
@@ -49,14 +50,14 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
 
     async def ListImages(self, request: pb.ListImagesRequest, context: object) -> pb.ListImagesResponse:
         f = request.filter if request.HasField("filter") else None
-        imgs = [image_pb(r) for r in list(self._images.images.values())]
+        imgs = [image_pb(r, r.id in self._images.volume_images) for r in list(self._images.images.values())]
         return pb.ListImagesResponse(images=[i for i in imgs if self._matches(i, f)])
 
     async def StreamImages(
         self, request: pb.StreamImagesRequest, context: object
     ) -> AsyncIterator[pb.StreamImagesResponse]:
         f = request.filter if request.HasField("filter") else None
-        imgs = [image_pb(r) for r in list(self._images.images.values())]
+        imgs = [image_pb(r, r.id in self._images.volume_images) for r in list(self._images.images.values())]
         for batch in batches(i for i in imgs if self._matches(i, f)):
             yield pb.StreamImagesResponse(images=batch)
 
@@ -64,7 +65,7 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
         rec = self._images.find(request.image.image)
         if rec is None:
             return pb.ImageStatusResponse()  # CRI: a missing image is an empty answer
-        resp = pb.ImageStatusResponse(image=image_pb(rec))
+        resp = pb.ImageStatusResponse(image=image_pb(rec, rec.id in self._images.volume_images))
         if request.verbose:
             resp.info["info"] = json.dumps({"imageSpec": rec.config, "chainIDs": rec.chain})
         return resp

@@ -51,8 +51,13 @@ def _env(path: str, kv: pb.KeyValue) -> None:
 
 def _mount(path: str, m: pb.Mount) -> None:
     absolute_path(f"{path}.container_path", m.container_path)
+    if m.image.image:  # an image volume: the image's file system, no host path
+        no_nul(f"{path}.image.image", m.image.image)
+        no_nul(f"{path}.image_sub_path", m.image_sub_path)
+        return
     absolute_path(f"{path}.host_path", m.host_path)
-    no_nul(f"{path}.image_sub_path", m.image_sub_path)
+    if m.image_sub_path:
+        raise FieldError(f"{path}.image_sub_path", "only an image volume (mount.image) has a sub-path")
 
 
 def _device(path: str, d: pb.Device) -> None:
