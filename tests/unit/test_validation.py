@@ -440,3 +440,14 @@ def test_live_host_reads_this_machine() -> None:
     assert not host.sysctl_exists("kernel")  # a directory is not a sysctl
     if Path("/sys/kernel/mm/hugepages/hugepages-2048kB").exists():
         assert 2 << 20 in host.hugepage_sizes
+
+
+def test_image_volume_mounts() -> None:
+    cfg = kubelet_container()
+    cfg.mounts.add(container_path="/models", image=pb.ImageSpec(image="registry.example/models:v1"),
+                   image_sub_path="llm", readonly=True)
+    validation.create_container(pb.CreateContainerRequest(pod_sandbox_id="p1", config=cfg), "cgroupfs", HOST)
+    cfg.mounts.add(container_path="/data", host_path="/srv/data", image_sub_path="x")
+    expect_invalid(lambda: validation.create_container(
+        pb.CreateContainerRequest(pod_sandbox_id="p1", config=cfg), "cgroupfs", HOST),
+        "image_sub_path", "only an image volume")
