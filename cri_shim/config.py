@@ -98,6 +98,8 @@ class Config:
     log_format: str = "text"
     cgroup_driver: str = "cgroupfs"
     conmon: str = "conmon"
+    # CRIU, for CheckpointContainer (runc gets it with --criu, crun finds it first on PATH).
+    criu: str = "criu"
     # Where each container's conmon is accounted: "pod" (a cgroup under the pod's cgroup
     # parent, like CRI-O's default), or a runtime cgroup: an absolute cgroupfs path with the
     # cgroupfs driver, a slice such as "system.slice" with systemd.

@@ -1,5 +1,5 @@
-"""CreateContainer, Start/Stop/Remove, List, Status, ExecSync, Update, ReopenContainerLog;
-stats and metrics, computed in cri_shim.stats."""
+"""CreateContainer, Start/Stop/Remove, List, Status, ExecSync, Update, ReopenContainerLog,
+CheckpointContainer (cri_shim.containers.checkpoint); stats and metrics, computed in cri_shim.stats."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from cri_shim import validation
+from cri_shim.containers import checkpoint
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.errors import InvalidArgument
 from cri_shim.server.list_batches import batches
@@ -55,6 +56,12 @@ class ContainerRPCs:
     ) -> pb.RemoveContainerResponse:
         await self._containers.remove_container(request.container_id)
         return pb.RemoveContainerResponse()
+
+    async def CheckpointContainer(
+        self, request: pb.CheckpointContainerRequest, context: object
+    ) -> pb.CheckpointContainerResponse:
+        await checkpoint.checkpoint(self._containers, request.container_id, request.location)
+        return pb.CheckpointContainerResponse()
 
     async def ListContainers(
         self, request: pb.ListContainersRequest, context: object

@@ -106,16 +106,6 @@ def test_runtime_config(daemon: DaemonProcess) -> None:
     assert resp.linux.cgroup_driver == pb.CGROUPFS
 
 
-@pytest.mark.parametrize("call", ["CheckpointContainer"])
-def test_unimplemented_names_method(daemon: DaemonProcess, call: str) -> None:
-    with pytest.raises(grpc.RpcError) as exc:
-        reply = getattr(daemon.runtime, call)(getattr(pb, f"{call}Request")())
-        if call.startswith("Stream"):
-            next(iter(reply))  # a server stream reports its status on the first read
-    assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert f"/runtime.v1.RuntimeService/{call}" in exc.value.details()
-
-
 def test_rpcs_are_logged_with_duration(daemon: DaemonProcess) -> None:
     daemon.runtime.Version(pb.VersionRequest())
     with pytest.raises(grpc.RpcError):
