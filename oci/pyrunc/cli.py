@@ -32,8 +32,8 @@ def _bool(a: Args, key: str) -> bool:
 
 
 def _dump(obj: object) -> None:
-    import json
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    from .jsonio import dumps
+    sys.stdout.write(dumps(obj, indent=2) + "\n")
     sys.stdout.flush()
 
 
@@ -220,8 +220,8 @@ class List(Verb):
         if self.quiet:
             sys.stdout.write("".join(s["id"] + "\n" for s in states))
         elif self.format == "json":
-            import json
-            sys.stdout.write(json.dumps(states) + "\n")
+            from .jsonio import dumps
+            sys.stdout.write(dumps(states) + "\n")
         else:
             rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
             rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], "root") for s in states]
@@ -245,8 +245,8 @@ class Ps(Verb):
         rec = st.load(root, self.id)
         pids = cgroups.procs(rec.get("cgroups") or {})
         if self.format == "json":
-            import json
-            sys.stdout.write(json.dumps(pids) + "\n")
+            from .jsonio import dumps
+            sys.stdout.write(dumps(pids) + "\n")
         else:
             sys.stdout.write("PID   CMD\n")
             for p in pids:
@@ -269,10 +269,10 @@ class Update(Verb):
         res: dict[str, dict[str, object]] = {}
         source = _str(a, "resources")
         if source:
-            import json
+            from .jsonio import loads
             try:
                 data = sys.stdin.read() if source == "-" else open(source).read()
-                res = json.loads(data)
+                res = loads(data)
             except (OSError, ValueError) as e:
                 raise PyruncError(f"reading resources: {e}") from None
         for k, v in update_resources(a.opts).items():

@@ -89,7 +89,7 @@ def _copy_size(master: int) -> None:
 def _follow_size(master: int, pid: int) -> None:
     """The size now and at each SIGWINCH (a resize of our terminal); other signals go to the
     process, as runc's signal handler does while it proxies."""
-    import signal
+    import _signal as signal  # not `signal`: its IntEnum set-up costs milliseconds
 
     def forward(signum: int, _frame: object) -> None:
         try:

@@ -21,11 +21,11 @@ NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "t
 
 
 def load_config(bundle: str) -> dict[str, Any]:
-    import json
+    from .jsonio import loads
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            cfg = json.loads(f.read())
+            cfg = loads(f.read())
     except FileNotFoundError:
         raise PyruncError(f"open {path}: no such file or directory") from None
     except ValueError as e:

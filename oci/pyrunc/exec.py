@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import _signal as signal  # not `signal`: its IntEnum set-up imports enum, milliseconds per exec
 import os
-import signal
 
 from . import state as st_mod
 from .child import run as run_child
@@ -20,10 +20,10 @@ if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
 def build_process(rec: dict[str, Any], process_file: str | None, args: list[str], opts: dict[str, Any]
                   ) -> dict[str, Any]:
     if process_file:
-        import json
+        from .jsonio import loads
         try:
             with open(process_file, "rb") as f:
-                return json.loads(f.read())
+                return loads(f.read())
         except (OSError, ValueError) as e:
             raise PyruncError(f"process file {process_file}: {e}") from None
     base = dict((rec.get("config") or {}).get("process") or {})

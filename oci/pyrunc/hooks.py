@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from .errors import PyruncError
+from .jsonio import dumps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
@@ -16,7 +15,7 @@ def run(kind: str, hooks: list[dict[str, Any]], state: dict[str, Any]) -> None:
         return
     import subprocess
 
-    data = json.dumps(state).encode()
+    data = dumps(state).encode()
     for h in hooks:
         path = h.get("path")
         args = h.get("args") or [path]

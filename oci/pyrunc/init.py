@@ -111,8 +111,9 @@ def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
     hooks = cfg.get("hooks") or {}
     scmp = process.preload(linux.get("seccomp"))
     if hooks.get("startContainer"):
-        import json  # noqa: F401
         import subprocess  # noqa: F401
+
+        from . import jsonio  # noqa: F401
     if not ctx.get("early_join"):
         chan.expect_ok()  # the parent has moved us into our cgroups
     if any(hooks.get(k) for k in ("prestart", "createRuntime", "createContainer", "startContainer")):

@@ -19,8 +19,8 @@ def configure(path: str | None, fmt: str, debug: bool) -> None:
 def _line(level: str, msg: str) -> str:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if _json:
-        import json
-        return json.dumps({"level": level, "msg": msg, "time": now}) + "\n"
+        from .jsonio import dumps
+        return dumps({"level": level, "msg": msg, "time": now}) + "\n"
     # logrus quotes the value: a quote or newline inside must not end the field
     quoted = msg.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'time="{now}" level={level} msg="{quoted}"\n'

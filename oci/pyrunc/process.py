@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
 
 from .errors import PyruncError
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
+if TYPE_CHECKING:  # typing (and collections, ~1 ms) cost at every short-lived command
+    from collections.abc import Callable
     from typing import Any
 
 RLIMITS = {"RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,

@@ -4,12 +4,12 @@ arches, rules); `load` builds and loads the filter."""
 from __future__ import annotations
 
 import errno as _errno
-from collections.abc import Callable
 
 from .errors import PyruncError
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
+if TYPE_CHECKING:  # typing (and collections) cost milliseconds at every short-lived command
+    from collections.abc import Callable
     from typing import Any
 
 ACT_KILL_PROCESS = 0x80000000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import signal
+import _signal as signal  # not `signal`: its IntEnum set-up costs milliseconds per `kill`
 
 from .errors import PyruncError
 
@@ -27,7 +27,8 @@ def parse_signal(text: str) -> int:
         if signal.SIGRTMIN <= num <= signal.SIGRTMAX:
             return num
         raise PyruncError(f"unknown signal {text!r}")
-    try:
-        return int(signal.Signals[name])
-    except KeyError:
-        raise PyruncError(f"unknown signal {text!r}") from None
+    # the names signal.Signals has: SIG*, not the SIG_* handler and mask constants
+    num = getattr(signal, name, None) if not name.startswith("SIG_") else None
+    if not isinstance(num, int):
+        raise PyruncError(f"unknown signal {text!r}")
+    return num

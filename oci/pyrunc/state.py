@@ -3,12 +3,12 @@ live process (pid plus its start time, so a recycled pid is not mistaken for the
 
 from __future__ import annotations
 
-import json
 import os
 
 # The one writer both layers share: a leaf of the oci package that needs nothing but os.
 from ..atomic_file import write_atomic
 from .errors import ALREADY_EXISTS, NOT_EXIST, PyruncError
+from .jsonio import dumps, loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
@@ -26,14 +26,14 @@ def container_dir(root: str, cid: str) -> str:
 
 def save(root: str, st: dict[str, Any]) -> None:
     write_atomic(os.path.join(container_dir(root, st["id"]), "state.json"),
-                 json.dumps(st, separators=(",", ":")).encode(), 0o600)
+                 dumps(st, separators=(",", ":")).encode(), 0o600)
 
 
 def load(root: str, cid: str) -> dict[str, Any]:
     path = os.path.join(container_dir(root, cid), "state.json")
     try:
         with open(path, "rb") as f:
-            return json.loads(f.read())
+            return loads(f.read())
     except FileNotFoundError:
         raise PyruncError(NOT_EXIST) from None
     except ValueError as e:
