@@ -21,9 +21,11 @@ one at a time:
 Prints median and p95 per operation and each side's median ratio (cri-shim / containerd; < 1:
 cri-shim faster). `--scale` adds: ListContainers / ListPodSandbox p50/p99 with
 `--scale-pods` pods of `--scale-per-pod` containers each (one running `top`, the rest created,
-never started), the daemon's RSS and PSS at that point, and memory per running container
-(daemon growth plus its monitors: conmon for cri-shim; containerd-shim-runc-v2 and the pause
-container for containerd), each side measured alone, then torn down. Benchmarks print; tests
+never started; cri-shim runs the runtime's `create` at CreateContainer, so each created one has
+its conmon and runtime init, containerd's has no process yet), and before the created ones are
+added: the daemon's RSS and PSS at `--scale-pods` pods and memory per running container (daemon
+growth plus its monitors: conmon and the pod infra process for cri-shim; containerd-shim-runc-v2
+and the pause container for containerd), each side measured alone, then torn down. Benchmarks print; tests
 never assert timings.
 """
 
@@ -335,22 +337,39 @@ def mem_total(pids: list[int]) -> tuple[int, int]:
 
 
 def scale(side: Side, pods: int, per_pod: int, calls: int) -> None:
+    """Two phases: `pods` pods with one running container each (memory: the daemon at that
+    many pods, and per running container), then `per_pod - 1` more created (never started)
+    containers in each pod (ListContainers / ListPodSandbox latency)."""
     daemon = socket_owner(side.endpoint)
     before_rss, before_pss = proc_mem_kib(daemon)
     before_mon = mem_total(monitors(side))
     t0 = time.monotonic()
-    made: list[str] = []
+    made: list[tuple[str, pb.PodSandboxConfig]] = []
     try:
         for p in range(pods):
             cfg = pod_config(f"bench-scale-{p}-{uuid.uuid4().hex[:6]}")
             pod = run_pod(side, cfg)
-            made.append(pod)
-            for c in range(per_pod):
-                cid = side.rt.CreateContainer(pb.CreateContainerRequest(
-                    pod_sandbox_id=pod, config=container_config(f"c{c}"), sandbox_config=cfg)).container_id
-                if c == 0:
-                    side.rt.StartContainer(pb.StartContainerRequest(container_id=cid))
+            made.append((pod, cfg))
+            cid = side.rt.CreateContainer(pb.CreateContainerRequest(
+                pod_sandbox_id=pod, config=container_config("c0"), sandbox_config=cfg)).container_id
+            side.rt.StartContainer(pb.StartContainerRequest(container_id=cid))
         built = time.monotonic() - t0
+        time.sleep(2)  # let allocator caches settle before reading memory
+        rss, pss = proc_mem_kib(daemon)
+        mon = monitors(side)
+        mon_rss, mon_pss = mem_total(mon)
+        per_rss = (rss - before_rss + mon_rss - before_mon[0]) / pods
+        per_pss = (pss - before_pss + mon_pss - before_mon[1]) / pods
+        print(f"{side.name}: {pods} pods with one running container each, built in {built:.0f}s")
+        print(f"  daemon RSS {rss / 1024:.1f} MiB (PSS {pss / 1024:.1f}), was {before_rss / 1024:.1f} MiB "
+              f"before; {len(mon)} monitor processes RSS {mon_rss / 1024:.1f} MiB (PSS {mon_pss / 1024:.1f})")
+        print(f"  per running container (daemon growth + monitors, / {pods}): RSS {per_rss / 1024:.2f} MiB, "
+              f"PSS {per_pss / 1024:.2f} MiB")
+        t0 = time.monotonic()
+        for pod, cfg in made:
+            for c in range(1, per_pod):
+                side.rt.CreateContainer(pb.CreateContainerRequest(
+                    pod_sandbox_id=pod, config=container_config(f"c{c}"), sandbox_config=cfg))
         n = len(side.rt.ListContainers(pb.ListContainersRequest()).containers)
         lc: list[float] = []
         lp: list[float] = []
@@ -361,21 +380,13 @@ def scale(side: Side, pods: int, per_pod: int, calls: int) -> None:
             t = time.perf_counter()
             side.rt.ListPodSandbox(pb.ListPodSandboxRequest())
             lp.append((time.perf_counter() - t) * 1000)
-        time.sleep(2)  # let allocator caches settle before reading memory
-        rss, pss = proc_mem_kib(daemon)
-        mon = monitors(side)
-        mon_rss, mon_pss = mem_total(mon)
-        per_rss = (rss - before_rss + mon_rss - before_mon[0]) / pods
-        per_pss = (pss - before_pss + mon_pss - before_mon[1]) / pods
-        print(f"{side.name}: {pods} pods, {n} containers ({pods} running), built in {built:.0f}s")
+        rss2, pss2 = proc_mem_kib(daemon)
+        print(f"  + {n - pods} created containers ({n} in all) in {time.monotonic() - t0:.0f}s; daemon RSS "
+              f"{rss2 / 1024:.1f} MiB (PSS {pss2 / 1024:.1f})")
         print(f"  ListContainers p50 {pct(lc, 0.5):.2f} ms  p99 {pct(lc, 0.99):.2f} ms   "
               f"ListPodSandbox p50 {pct(lp, 0.5):.2f} ms  p99 {pct(lp, 0.99):.2f} ms  ({calls} calls each)")
-        print(f"  daemon RSS {rss / 1024:.1f} MiB (PSS {pss / 1024:.1f}), was {before_rss / 1024:.1f} MiB "
-              f"before; {len(mon)} monitor processes RSS {mon_rss / 1024:.1f} MiB (PSS {mon_pss / 1024:.1f})")
-        print(f"  per running container (daemon growth + monitors, / {pods}): RSS {per_rss / 1024:.2f} MiB, "
-              f"PSS {per_pss / 1024:.2f} MiB")
     finally:
-        for pod in made:
+        for pod, _ in made:
             try:
                 drop_pod(side, pod)
             except grpc.RpcError as e:

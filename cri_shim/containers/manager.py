@@ -81,6 +81,8 @@ class Container:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # The decoded config, kept beside the bytes it came from (read-only: callers never modify it).
     _config: tuple[bytes, pb.ContainerConfig] | None = field(default=None, repr=False, compare=False)
+    # The List view, kept while the metadata and the state it was built from hold (views).
+    view: tuple[object, str, pb.Container] | None = field(default=None, repr=False, compare=False)
     # Set when conmon's exit file appears (exit_watch); StopContainer waits on it.
     exit_seen: asyncio.Event = field(default_factory=asyncio.Event)
     # The runtime's `delete` run once the exit is recorded (None: not started); RemoveContainer

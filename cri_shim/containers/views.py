@@ -26,14 +26,20 @@ STATE_TO_PB = {
 
 
 def container_pb(c: Container) -> pb.Container:
+    """The List view of a container, built once per state (read-only: List copies it)."""
+    v = c.view
+    if v is not None and v[0] is c.meta and v[1] == c.status.state:
+        return v[2]
     cfg = c.config
-    return pb.Container(
+    msg = pb.Container(
         id=c.meta.id, pod_sandbox_id=c.meta.pod_id, metadata=cfg.metadata,
         image=pb.ImageSpec(image=c.meta.image_id, user_specified_image=c.meta.image_ref),
         image_ref=c.meta.image_repo_ref or c.meta.image_id, state=STATE_TO_PB[c.status.state],
         created_at=c.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
         image_id=c.meta.image_id,
     )
+    c.view = (c.meta, c.status.state, msg)
+    return msg
 
 
 def matches(c: Container, f: pb.ContainerFilter | None) -> bool:

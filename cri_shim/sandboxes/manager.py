@@ -45,6 +45,8 @@ class Sandbox:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # The decoded config, kept beside the bytes it came from (read-only: callers never modify it).
     _config: tuple[bytes, pb.PodSandboxConfig] | None = field(default=None, repr=False, compare=False)
+    # The List view, kept while the metadata and the state it was built from hold (views).
+    view: tuple[object, str, pb.PodSandbox] | None = field(default=None, repr=False, compare=False)
 
     @property
     def config(self) -> pb.PodSandboxConfig:

@@ -58,12 +58,18 @@ def matches(sb: Sandbox, f: pb.PodSandboxFilter | None) -> bool:
 
 
 def sandbox_pb(sb: Sandbox) -> pb.PodSandbox:
+    """The List view of a pod, built once per state (read-only: List copies it)."""
+    v = sb.view
+    if v is not None and v[0] is sb.meta and v[1] == sb.status.state:
+        return v[2]
     cfg = sb.config
-    return pb.PodSandbox(
+    msg = pb.PodSandbox(
         id=sb.meta.id, metadata=cfg.metadata, state=STATE_TO_PB[sb.status.state],
         created_at=sb.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
         runtime_handler=sb.meta.handler,
     )
+    sb.view = (sb.meta, sb.status.state, msg)
+    return msg
 
 
 def pod_info(sb: Sandbox) -> PodInfo:
