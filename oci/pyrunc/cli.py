@@ -31,6 +31,24 @@ def _bool(a: Args, key: str) -> bool:
     return bool(a.opts.get(key))
 
 
+def _preserve_fds(a: Args) -> int:
+    text = _str(a, "preserve_fds") or "0"
+    if not text.isdigit():
+        raise PyruncError(f"invalid --preserve-fds {text!r}: a number of descriptors after stdio")
+    return int(text)
+
+
+def _use_preserve_fds(n: int) -> None:
+    if n:
+        from . import process
+        process.PRESERVE_FDS = n
+
+
+NO_SYSTEMD_CGROUP = ("--systemd-cgroup is not supported: pyrunc has no systemd cgroup driver and "
+                     "manages cgroups through cgroupfs only; run it without --systemd-cgroup "
+                     "(podman --cgroup-manager cgroupfs, cri-shim cgroup_driver = \"cgroupfs\")")
+
+
 def _dump(obj: object) -> None:
     from .jsonio import dumps
     sys.stdout.write(dumps(obj, indent=2) + "\n")
@@ -65,17 +83,21 @@ class Help(Verb):
 
 
 class Create(Verb):
-    __slots__ = ("id", "bundle", "pid_file", "console_socket", "no_pivot")
+    __slots__ = ("id", "bundle", "pid_file", "console_socket", "no_pivot", "preserve_fds")
 
     def __init__(self, a: Args) -> None:
+        if a.systemd_cgroup:
+            raise PyruncError(NO_SYSTEMD_CGROUP)
         self.id: str = _id(a)
         self.bundle: str = _str(a, "bundle") or "."
         self.pid_file: str | None = _str(a, "pid_file")
         self.console_socket: str | None = _str(a, "console_socket")
         self.no_pivot: bool = _bool(a, "no_pivot")
+        self.preserve_fds: int = _preserve_fds(a)
 
     def run(self, root: str) -> int:
         from . import container
+        _use_preserve_fds(self.preserve_fds)
         container.create(root, self.id, self.bundle, self.pid_file, self.console_socket, self.no_pivot)
         return 0
 
@@ -93,6 +115,7 @@ class Run(Create):
     def run(self, root: str) -> int:
         from . import container
         from . import syscalls as sc
+        _use_preserve_fds(self.preserve_fds)
         if not self.detach:
             sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)  # the init is re-parented to us so we can wait
         rec = container.create(root, self.id, self.bundle, self.pid_file, self.console_socket, self.no_pivot)
@@ -185,7 +208,8 @@ class Exec(Verb):
     """The process comes from --process or the arguments after the id; `opts` carries the rest
     (--cwd, --env, --user, --cap ...) to exec.build_process."""
 
-    __slots__ = ("id", "args", "process_file", "tty", "pid_file", "detach", "console_socket", "opts")
+    __slots__ = ("id", "args", "process_file", "tty", "pid_file", "detach", "console_socket", "opts",
+                 "preserve_fds")
 
     def __init__(self, a: Args) -> None:
         self.id: str = _id(a)
@@ -196,10 +220,12 @@ class Exec(Verb):
         self.detach: bool = _bool(a, "detach")
         self.console_socket: str | None = _str(a, "console_socket")
         self.opts: dict[str, object] = a.opts
+        self.preserve_fds: int = _preserve_fds(a)
 
     def run(self, root: str) -> int:
         from . import exec as ex
         from . import state as st
+        _use_preserve_fds(self.preserve_fds)
         rec = st.load(root, self.id)
         proc = ex.build_process(rec, self.process_file, self.args, self.opts)
         if self.tty:
@@ -318,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error(str(e))
         return 1
     log.configure(a.log, a.log_format, a.debug)
-    if a.command in ("create", "run"):
+    if a.command in ("create", "run", "exec"):
         from . import cgroups
         cgroups.prewarm()
     try:

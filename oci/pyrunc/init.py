@@ -60,6 +60,11 @@ def enter_namespaces(namespaces: list[dict[str, Any]], chan: Channel | None) -> 
             flags |= NS_FLAGS[t]
     if flags:
         sc.unshare(flags)
+    if "network" in new:
+        try:
+            sc.loopback_up()  # podman's --network none relies on it, as on runc and crun
+        except OSError as e:
+            raise PyruncError(f"setting the loopback interface up: {e.strerror}") from None
 
 
 def stage1(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:

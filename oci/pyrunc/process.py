@@ -160,9 +160,33 @@ def _set_id(kind: str, value: int, setter: Callable[[int, int, int], None]) -> N
         raise PyruncError(f"unable to setup user: cannot set {kind} to {value}: {why}") from None
 
 
+# --preserve-fds N of create, run or exec: descriptors 3 .. 3+N-1 pass to the process
+PRESERVE_FDS = 0
+
+
+def close_extra_fds() -> None:
+    """Mark every descriptor above stdio and the --preserve-fds ones close-on-exec, as runc
+    does: the process gets nothing else its caller (podman, conmon) or pyrunc had open."""
+    from . import syscalls as sc
+    first = 3 + PRESERVE_FDS
+    try:
+        sc.close_range(first, 0xFFFFFFFF, sc.CLOSE_RANGE_CLOEXEC)
+        return
+    except OSError:  # before Linux 5.11, or a seccomp profile without close_range
+        pass
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) >= first:
+            try:
+                os.set_inheritable(int(name), False)
+            except OSError:  # the descriptor listdir itself used, closed by now
+                pass
+
+
 def seal(proc: dict[str, Any], seccomp: Callable[[], None] | None) -> None:
-    """The last step before execve: with no_new_privs the filter needs no privilege, so it goes
-    on as late as possible and the runtime's own syscalls need not be in the profile."""
+    """The last step before execve: no descriptor leaks into the process (close_extra_fds); with
+    no_new_privs the seccomp filter needs no privilege, so it goes on as late as possible and the
+    runtime's own syscalls need not be in the profile."""
+    close_extra_fds()
     if seccomp and proc.get("noNewPrivileges"):
         seccomp()
 

@@ -83,6 +83,13 @@ def test_network_namespace_has_only_loopback(h: Harness) -> None:
     assert result.stdout.split() == ["lo"], result
 
 
+def test_new_network_namespace_has_loopback_up(h: Harness) -> None:
+    """A runtime sets lo up in a network namespace it creates: podman --network none relies on
+    it (its pod's containers talk over 127.0.0.1)."""
+    result = h.run(h.spec("cat", "/sys/class/net/lo/flags"))
+    assert int(result.stdout.strip(), 16) & 1, result  # IFF_UP
+
+
 def test_ipc_namespace_is_empty(h: Harness) -> None:
     result = h.run(h.spec("sh", "-c", "cat /proc/sysvipc/shm | wc -l"))
     assert result.stdout.strip() == "1", result  # header only
