@@ -13,7 +13,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 PACKAGES="runc crun conmon catatonit containernetworking-plugins criu iptables iproute2
 util-linux procps libseccomp2 docker-registry skopeo umoci busybox-static apache2-utils python3-venv
-systemd openssl"
+systemd openssl podman"
 
 missing=""
 for p in $PACKAGES; do
@@ -76,7 +76,10 @@ fi
 
 # --- CNI ----------------------------------------------------------------------
 mkdir -p /etc/cni/net.d
-if [ -z "$(find /etc/cni/net.d -maxdepth 1 -name '*.conf*' -o -maxdepth 1 -name '*.json' | head -1)" ]; then
+# podman (above, for tests/e2e/test_podman.py) ships a network of its own, 87-podman-bridge.conflist;
+# it does not count: cri-shim still gets its default network
+if [ -z "$(find /etc/cni/net.d -maxdepth 1 \( -name '*.conf*' -o -name '*.json' \) \
+        ! -name 87-podman-bridge.conflist | head -1)" ]; then
     echo "setup-host: installing the default CNI network /etc/cni/net.d/10-cri-shim.conflist"
     cat > /etc/cni/net.d/10-cri-shim.conflist <<'JSON'
 {
