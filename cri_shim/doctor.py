@@ -8,6 +8,7 @@ the command exits 1 when there is one.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -130,6 +131,18 @@ def check_socket(path: str, exists: bool, mode: int, uid: int) -> Finding:
     return Finding(OK, "socket", f"{path} is mode {mode:o}, owned by root")
 
 
+def check_cgroup_driver(handler: str, driver: str, features: dict | None, status: str) -> Finding | None:
+    """With cgroup_driver = "systemd" every runtime gets --systemd-cgroup: one whose `features`
+    say it has no systemd driver (pyrunc) refuses to create containers."""
+    cgroup = ((features or {}).get("linux") or {}).get("cgroup") or {}
+    if driver != "systemd" or cgroup.get("systemd") is not False:
+        return None
+    return Finding(status, f"handler {handler}", 'has no systemd cgroup driver (its `features`), and '
+                                                 'cgroup_driver is "systemd": it cannot create containers',
+                   'set cgroup_driver = "cgroupfs" (and the kubelet\'s cgroupDriver: cgroupfs), or use '
+                   "another runtime for this handler")
+
+
 # --- readers ---------------------------------------------------------------------------------
 
 def _read(path: str) -> str:
@@ -162,12 +175,19 @@ def _version(binary: str) -> str:
     return first[0] if first else f"--version exited {r.returncode}"
 
 
-def _features(binary: str) -> str:
+def _features(binary: str) -> tuple[str, dict | None]:
+    """What `features` says, in words and (when it is JSON) parsed."""
     try:
         r = subprocess.run([binary, "features"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
-        return "no `features`"
-    return "features listed" if r.returncode == 0 else "no `features` command"
+        return "no `features`", None
+    if r.returncode != 0:
+        return "no `features` command", None
+    try:
+        parsed = json.loads(r.stdout)
+    except ValueError:
+        parsed = None
+    return "features listed", parsed if isinstance(parsed, dict) else None
 
 
 def host_findings(cfg: Config) -> list[Finding]:
@@ -193,7 +213,11 @@ def host_findings(cfg: Config) -> list[Finding]:
                                     f"install it (Debian: apt-get install {rt.binary}) "
                                     f"or fix [runtimes.{name}]"))
         else:
-            findings.append(Finding(OK, f"handler {name}", f"{path}: {_version(path)}; {_features(path)}"))
+            said, features = _features(path)
+            findings.append(Finding(OK, f"handler {name}", f"{path}: {_version(path)}; {said}"))
+            driver = check_cgroup_driver(name, cfg.cgroup_driver, features, blocking)
+            if driver is not None:
+                findings.append(driver)
     helpers = (("monitor", cfg.conmon, "conmon"), ("pod init", cfg.pause_init, "catatonit"))
     for what, binary, package in helpers:
         path = resolve_binary(binary)

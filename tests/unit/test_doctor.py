@@ -48,6 +48,17 @@ def test_overlay_idmap_caps_disk_socket() -> None:
     assert bad.status == FAIL and "chmod 0660" in bad.fix
 
 
+def test_systemd_cgroup_driver_needs_a_runtime_that_has_it() -> None:
+    pyrunc = {"linux": {"cgroup": {"v1": True, "v2": True, "systemd": False}}}
+    runc = {"linux": {"cgroup": {"v1": True, "v2": True, "systemd": True}}}
+    f = doctor.check_cgroup_driver("pyrunc", "systemd", pyrunc, FAIL)
+    assert f is not None and f.status == FAIL and "no systemd cgroup driver" in f.message
+    assert 'cgroup_driver = "cgroupfs"' in f.fix
+    assert doctor.check_cgroup_driver("pyrunc", "cgroupfs", pyrunc, FAIL) is None
+    assert doctor.check_cgroup_driver("runc", "systemd", runc, FAIL) is None
+    assert doctor.check_cgroup_driver("crun", "systemd", None, FAIL) is None  # no `features`: unknown
+
+
 def test_doctor_exit_status_follows_blocking_problems(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "good.toml"
