@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error(str(e))
         return 1
     log.configure(a.log, a.log_format, a.debug)
-    if a.command in ("create", "run", "exec"):
+    if a.command in ("create", "run", "exec"):  # exec: its set-up process joins the cgroups
         from . import cgroups
         cgroups.prewarm()
     try:
