@@ -8,7 +8,8 @@ Debian docker-registry it starts on 127.0.0.1:5055, starts a cri-shim daemon of 
 (everything under /var/tmp/bench-pull: socket, state, root, a CNI conf dir with bridge
 crishimbp0 on 10.92.0.0/16) and a containerd (../shared/critest/containerd-up.sh, only if
 none is running; stopped again only if this script started it), then pulls, cold (the image
-removed after each pull, so its blobs and snapshots go too), interleaving the two sides:
+removed after each pull, so its blobs and snapshots go too; then a pause and a sync so that
+no deletion is still running when the next pull is timed), interleaving the two sides:
 
   large-gzip   6 layers x 50 files of 1 MiB (half random, half text): ~26 MB gzip each,
                300 MiB unpacked
@@ -236,6 +237,15 @@ def concurrent(refs: list[str]) -> Scenario:
     return run
 
 
+def settle() -> None:
+    """Let the last run's removal finish on disk before the next pull is timed: containerd
+    removes snapshots in the background after RemoveImage returns, cri-shim before, so
+    without this one side's pull pays for the other's deletes."""
+    time.sleep(1.0)
+    os.sync()
+    time.sleep(0.5)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
@@ -270,6 +280,7 @@ def main() -> None:
                 scen(s)
             for run in range(a.runs):
                 for s in (sides if run % 2 == 0 else list(reversed(sides))):
+                    settle()
                     with RssPeak(s) as rp:
                         r = scen(s)
                     peak[s.name] = max(peak[s.name], rp.peak)
