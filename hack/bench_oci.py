@@ -142,7 +142,12 @@ def main() -> int:
                     subprocess.run([*base, "delete", "--force", cid], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
         _RSS_FILE.unlink(missing_ok=True)
-        for d in Path("/sys/fs/cgroup").glob(f"**/{CGROUP_PARENT}"):
+        # the parent sits at the top of each hierarchy (cgroupsPath /cri-shim-bench/<backend>);
+        # a recursive glob would walk other processes' cgroups, which vanish under it
+        top = Path("/sys/fs/cgroup")
+        for d in [top / CGROUP_PARENT] + [m / CGROUP_PARENT for m in top.iterdir() if m.is_dir()]:
+            if not d.is_dir():
+                continue
             for child in sorted(d.glob("*"), reverse=True):
                 if child.is_dir():
                     try:
