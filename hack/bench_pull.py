@@ -275,35 +275,38 @@ def main() -> None:
         idle = {s.name: s.rss() for s in sides}
         peak = {s.name: 0 for s in sides}
         results: dict[tuple[str, str], list[list[float]]] = {}
-        for name, scen in scenarios.items():
-            for s in sides:  # warm-up: first-use costs (connections, imports) are not pulls
-                scen(s)
-            for run in range(a.runs):
-                for s in (sides if run % 2 == 0 else list(reversed(sides))):
-                    settle()
-                    with RssPeak(s) as rp:
-                        r = scen(s)
-                    peak[s.name] = max(peak[s.name], rp.peak)
-                    results.setdefault((name, s.name), []).append(r)
-                    detail = "" if len(r) == 1 else "  (each: " + " ".join(f"{x:.2f}" for x in r[1:]) + ")"
-                    print(f"{name:14s} run {run + 1} {s.name:10s} {r[0]:6.2f} s{detail}", flush=True)
-        out = io.StringIO()
-        names = [s.name for s in sides]
-        out.write("\n| image | " + " | ".join(f"{n} (median s)" for n in names)
-                  + (" | ratio cri-shim/containerd |" if len(sides) == 2 else " |") + "\n")
-        out.write("|---" * (len(sides) + 1 + (len(sides) == 2)) + "|\n")
-        for name in scenarios:
-            if (name, names[0]) not in results:
-                continue
-            meds = [statistics.median(r[0] for r in results[(name, n)]) for n in names]
-            row = f"| {name} | " + " | ".join(f"{m:.2f}" for m in meds)
-            if len(sides) == 2:
-                row += f" | {meds[0] / meds[1]:.2f}"
-            out.write(row + " |\n")
-        for n in names:
-            out.write(f"\npeak RSS {n}: {peak[n] / 2**20:.0f} MiB (idle {idle[n] / 2**20:.0f} MiB, "
-                      f"+{(peak[n] - idle[n]) / 2**20:.0f} MiB)")
-        print(out.getvalue() + "\n", flush=True)
+        try:
+            for name, scen in scenarios.items():
+                for s in sides:  # warm-up: first-use costs (connections, imports) are not pulls
+                    scen(s)
+                for run in range(a.runs):
+                    for s in (sides if run % 2 == 0 else list(reversed(sides))):
+                        settle()
+                        with RssPeak(s) as rp:
+                            r = scen(s)
+                        peak[s.name] = max(peak[s.name], rp.peak)
+                        results.setdefault((name, s.name), []).append(r)
+                        each = " ".join(f"{x:.2f}" for x in r[1:])
+                        detail = f"  (each: {each})" if each else ""
+                        print(f"{name:14s} run {run + 1} {s.name:10s} {r[0]:6.2f} s{detail}", flush=True)
+        finally:  # what was measured is printed even when a side goes away mid-run
+            out = io.StringIO()
+            names = [s.name for s in sides]
+            out.write("\n| image | " + " | ".join(f"{n} (median s)" for n in names)
+                      + (" | ratio cri-shim/containerd |" if len(sides) == 2 else " |") + "\n")
+            out.write("|---" * (len(sides) + 1 + (len(sides) == 2)) + "|\n")
+            for name in scenarios:
+                if any((name, n) not in results for n in names):
+                    continue
+                meds = [statistics.median(r[0] for r in results[(name, n)]) for n in names]
+                row = f"| {name} | " + " | ".join(f"{m:.2f}" for m in meds)
+                if len(sides) == 2:
+                    row += f" | {meds[0] / meds[1]:.2f}"
+                out.write(row + " |\n")
+            for n in names:
+                out.write(f"\npeak RSS {n}: {peak[n] / 2**20:.0f} MiB (idle {idle[n] / 2**20:.0f} MiB, "
+                          f"+{(peak[n] - idle[n]) / 2**20:.0f} MiB)")
+            print(out.getvalue() + "\n", flush=True)
     finally:
         if proc is not None and not a.keep:
             proc.send_signal(signal.SIGTERM)
