@@ -89,7 +89,7 @@ def test_cdi_devices(node: DaemonProcess, handler: str, tmp_path: Path, busybox_
 def test_stop_signal_overrides_the_image(node: DaemonProcess, handler: str, tmp_path: Path,
                                          busybox_image: str) -> None:
     pod = Pod(node, f"sig-{handler}", handler, tmp_path / "logs", busybox_image)
-    script = "trap 'echo got-usr1; exit 7' USR1; trap '' TERM; while true; do sleep 0.1; done"
+    script = "trap 'echo got-usr1; exit 7' USR1; trap '' TERM; echo ready; while true; do sleep 0.1; done"
     cfg = pod.container_config("usr1", ["sh", "-c", script])
     cfg.stop_signal = pb.SIGUSR1
     cid = create(node, pod, cfg)
@@ -98,7 +98,10 @@ def test_stop_signal_overrides_the_image(node: DaemonProcess, handler: str, tmp_
     pod.wait_state(cid, pb.CONTAINER_RUNNING)
     assert pod.status(cid).stop_signal == pb.SIGUSR1
     assert pod.status(plain).stop_signal == pb.SIGTERM  # busybox's image names none
-    time.sleep(0.3)  # the traps are set
+    log = Path(pod.status(cid).log_path)
+    deadline = time.monotonic() + 20
+    while not (log.exists() and "ready" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the traps are set once it says so
     t0 = time.monotonic()
     node.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=20))
     st = pod.status(cid)
