@@ -39,7 +39,15 @@ PROPAGATION: dict[str, int] = {
     "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
 }
 _IGNORED = {"tmpcopyup", "defaults", "_netdev"}
-MOUNT_OPTIONS = sorted([*_FLAGS, *PROPAGATION, *_IGNORED])
+# recursive attributes (runc 1.2's rro and friends): mount_setattr(AT_RECURSIVE) after the mount,
+# so submounts of a bind get them too; option -> (clear?, MOUNT_ATTR_*)
+RECURSIVE: dict[str, tuple[bool, int]] = {
+    "rro": (False, sc.MOUNT_ATTR_RDONLY), "rrw": (True, sc.MOUNT_ATTR_RDONLY),
+    "rnosuid": (False, sc.MOUNT_ATTR_NOSUID), "rsuid": (True, sc.MOUNT_ATTR_NOSUID),
+    "rnodev": (False, sc.MOUNT_ATTR_NODEV), "rdev": (True, sc.MOUNT_ATTR_NODEV),
+    "rnoexec": (False, sc.MOUNT_ATTR_NOEXEC), "rexec": (True, sc.MOUNT_ATTR_NOEXEC),
+}
+MOUNT_OPTIONS = sorted([*_FLAGS, *PROPAGATION, *_IGNORED, *RECURSIVE])
 
 
 def parse_options(options: list[str]) -> tuple[int, list[int], str]:
@@ -53,13 +61,26 @@ def parse_options(options: list[str]) -> tuple[int, list[int], str]:
             flags = flags & ~f if clear else flags | f
         elif opt in PROPAGATION:
             prop.append(PROPAGATION[opt])
-        elif opt in _IGNORED:
-            continue
+        elif opt in _IGNORED or opt in RECURSIVE:
+            continue  # recursive attributes: recursive_attrs(), after the mount
         elif opt in ("idmap", "ridmap"):
             raise PyruncError(f"mount option {opt} is not supported")
         else:
             data.append(opt)
     return flags, prop, ",".join(data)
+
+
+def recursive_attrs(options: list[str]) -> tuple[int, int]:
+    """(attributes to set, attributes to clear) that the r* options ask for, recursively."""
+    attr_set = attr_clr = 0
+    for opt in options:
+        if opt in RECURSIVE:
+            clear, a = RECURSIVE[opt]
+            if clear:
+                attr_clr, attr_set = attr_clr | a, attr_set & ~a
+            else:
+                attr_set, attr_clr = attr_set | a, attr_clr & ~a
+    return attr_set, attr_clr
 
 
 def secure_join(root: str, unsafe: str) -> str:
@@ -196,6 +217,13 @@ def mount_one(rootfs: str, bundle: str, m: dict[str, Any], ctx: dict[str, Any]) 
                 raise PyruncError(f"mount {m['destination']} ({typ}): {e.strerror}") from None
     for p in prop:
         sc.mount(None, dest, None, p, None)
+    attr_set, attr_clr = recursive_attrs(opts)
+    if attr_set or attr_clr:
+        try:
+            sc.mount_setattr_recursive(dest, attr_set, attr_clr)
+        except OSError as e:
+            raise PyruncError(f"mount {m['destination']}: recursive options "
+                              f"{', '.join(o for o in opts if o in RECURSIVE)}: {e.strerror}") from None
 
 
 def _mount_cgroup(dest: str, flags: int, ctx: dict[str, Any]) -> None:

@@ -78,6 +78,21 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
            f"mount {source or ''} on {target} ({fstype or ''}, flags {flags:#x}, data {data or ''!r})")
 
 
+_SYS_MOUNT_SETATTR = 442  # the unified syscall table: the same number on every architecture
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
+
+
+def mount_setattr_recursive(target: str, attr_set: int, attr_clr: int) -> None:
+    """mount_setattr(2) with AT_RECURSIVE: the attributes on target and every mount below it
+    (what runc's rro, rnosuid... options do; Linux 5.12)."""
+    attr = (ctypes.c_uint64 * 4)(attr_set, attr_clr, 0, 0)  # struct mount_attr
+    _check(_libc.syscall(_SYS_MOUNT_SETATTR, ctypes.c_int(AT_FDCWD), target.encode(),
+                         ctypes.c_uint(AT_RECURSIVE), attr, ctypes.c_size_t(ctypes.sizeof(attr))),
+           f"mount_setattr {target} (recursive, set {attr_set:#x}, clear {attr_clr:#x})")
+
+
 def umount2(target: str, flags: int) -> None:
     _check(_libc.umount2(target.encode(), flags), f"umount {target}")
 

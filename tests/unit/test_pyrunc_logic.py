@@ -239,3 +239,13 @@ def test_console_socket_beyond_sun_path_still_binds_and_connects(tmp_path: Path)
         assert (deep / "console-1.sock").exists()
     finally:
         srv.close()
+
+
+def test_recursive_mount_options() -> None:
+    # rro and friends are applied with mount_setattr(AT_RECURSIVE) after the mount, never as flags
+    flags, _, data = mounts.parse_options(["rbind", "ro", "rro", "rnosuid", "rexec"])
+    assert data == "" and flags == sc.MS_BIND | sc.MS_REC | sc.MS_RDONLY
+    attr_set, attr_clr = mounts.recursive_attrs(["rro", "rnosuid", "rexec"])
+    assert attr_set == sc.MOUNT_ATTR_RDONLY | sc.MOUNT_ATTR_NOSUID and attr_clr == sc.MOUNT_ATTR_NOEXEC
+    assert mounts.recursive_attrs(["rro", "rrw"]) == (0, sc.MOUNT_ATTR_RDONLY)  # the last one wins
+    assert "rro" in mounts.MOUNT_OPTIONS
