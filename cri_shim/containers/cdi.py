@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cri_shim.containers.host_devices import host_device
 from cri_shim.errors import InvalidArgument
 from oci.builder import SpecBuilder
 
@@ -181,20 +180,12 @@ def _device_node(b: SpecBuilder, node: Any, who: str) -> None:
     kind, major, minor = node.get("type"), node.get("major"), node.get("minor")
     mode = node.get("fileMode")
     if kind is None or major is None or minor is None or mode is None:
-        try:
-            st = os.stat(host)
-        except OSError as e:
-            raise InvalidArgument(f"CDI device {who!r}: device node {host}: {e.strerror}") from None
-        if stat.S_ISCHR(st.st_mode):
-            found = "c"
-        elif stat.S_ISBLK(st.st_mode):
-            found = "b"
-        else:
-            raise InvalidArgument(f"CDI device {who!r}: {host} is not a device node")
+        found, found_major, found_minor, found_mode = host_device(
+            host, f"CDI device {who!r}: device node {host}")
         kind = kind or found
-        major = os.major(st.st_rdev) if major is None else major
-        minor = os.minor(st.st_rdev) if minor is None else minor
-        mode = stat.S_IMODE(st.st_mode) if mode is None else mode
+        major = found_major if major is None else major
+        minor = found_minor if minor is None else minor
+        mode = found_mode if mode is None else mode
     perms = node.get("permissions") or "rwm"
     if not perms or set(perms) - set("rwm"):
         raise InvalidArgument(f"CDI device {who!r}: permissions {perms!r} are not within rwm")

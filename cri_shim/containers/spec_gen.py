@@ -16,13 +16,13 @@ The rules follow what the kubelet expects of containerd and CRI-O:
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cri_shim import cgroup_paths
 from cri_shim.containers import cdi, seccomp_profiles
+from cri_shim.containers.host_devices import host_device
 from cri_shim.containers.host_limits import HostLimits, host_limits
 from cri_shim.containers.users import resolve, split_image_user
 from cri_shim.criapi import api_pb2 as pb
@@ -170,20 +170,6 @@ def _check_recursive_read_only(m: pb.Mount, supported: bool) -> None:
         raise InvalidArgument(f"{where}: recursive_read_only is not supported by this runtime handler")
 
 
-def _device(dev: pb.Device) -> tuple[str, int, int, int]:
-    try:
-        st = os.stat(dev.host_path)
-    except OSError as e:
-        raise InvalidArgument(f"device {dev.host_path!r}: {e.strerror}") from None
-    if stat.S_ISCHR(st.st_mode):
-        kind = "c"
-    elif stat.S_ISBLK(st.st_mode):
-        kind = "b"
-    else:
-        raise InvalidArgument(f"device {dev.host_path!r} is not a character or block device")
-    return kind, os.major(st.st_rdev), os.minor(st.st_rdev), stat.S_IMODE(st.st_mode)
-
-
 def apply_resources(b: SpecBuilder, r: pb.LinuxContainerResources) -> None:
     if r.cpu_shares or r.cpu_quota or r.cpu_period:
         b.cpu(shares=r.cpu_shares or None, quota=r.cpu_quota or None, period=r.cpu_period or None)
@@ -301,7 +287,7 @@ def build_spec(
         b.rootfs_propagation("rslave")
 
     for dev in cfg.devices:
-        kind, major, minor, mode = _device(dev)
+        kind, major, minor, mode = host_device(dev.host_path, f"device {dev.host_path!r}")
         perms = dev.permissions or "rwm"  # within "rwm": cri_shim.validation
         b.add_device(dev.container_path or dev.host_path, kind, major, minor, file_mode=mode, access=perms)
     if cfg.CDI_devices:

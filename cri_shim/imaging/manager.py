@@ -50,8 +50,9 @@ class ImageManager:
         self._pulls = 0
         self._lock = asyncio.Lock()
         self.blob_fetches = 0  # counted for tests: blob GETs actually made
-        # images mounted as image volumes: reported pinned, so the kubelet's GC leaves them
-        self.volume_images: set[str] = set()
+        # image-volume uses (record key -> image id), as stored; read at start, so releasing
+        # a container without volumes costs no query
+        self.volume_uses: dict[str, str] = {}
 
     async def start(self) -> None:
         self.snap_root.mkdir(parents=True, exist_ok=True)
@@ -496,8 +497,9 @@ class ImageManager:
         lowers = await self._lowers(rec)
         if not lowers:
             raise InvalidArgument(f"image {ref!r} of an image volume has no layers")
-        await asyncio.to_thread(self.db.put_snapshot, image_volumes.use_key(container_id, index), rec.id)
-        self.volume_images.add(rec.id)
+        key = image_volumes.use_key(container_id, index)
+        await asyncio.to_thread(self.db.put_snapshot, key, rec.id)
+        self.volume_uses[key] = rec.id
         target = self._volume_dir(rec.id)
         try:
             async with self._lock:
@@ -509,20 +511,25 @@ class ImageManager:
 
     async def release_volumes(self, container_id: str) -> None:
         """End a container's uses of image volumes; unmount the images no one else uses."""
+        if not any(image_volumes.is_use_of(k, container_id) for k in self.volume_uses):
+            return
         async with self._lock:
-            uses = await asyncio.to_thread(self.db.snapshots)
-            mine = {k: img for k, img in uses.items() if image_volumes.is_use_of(k, container_id)}
+            mine = {k: img for k, img in self.volume_uses.items() if image_volumes.is_use_of(k, container_id)}
             for key in mine:
                 await asyncio.to_thread(self.db.delete_snapshot, key)
-            others = {img for k, img in uses.items() if image_volumes.is_volume_use(k) and k not in mine}
-            self.volume_images = others
-            for image_id in set(mine.values()) - others:
+                self.volume_uses.pop(key, None)
+            for image_id in set(mine.values()) - self.volume_images:
                 await asyncio.to_thread(image_volumes.unmount_image, self._volume_dir(image_id))
+
+    @property
+    def volume_images(self) -> set[str]:
+        """Images mounted as image volumes: reported pinned, so the kubelet's GC leaves them."""
+        return set(self.volume_uses.values())
 
     async def _remount_volumes(self) -> None:
         """At start: the mounts of recorded uses (gone after a reboot with the state kept)."""
         uses = await asyncio.to_thread(self.db.snapshots)
-        self.volume_images = {img for k, img in uses.items() if image_volumes.is_volume_use(k)}
+        self.volume_uses = {k: img for k, img in uses.items() if image_volumes.is_volume_use(k)}
         for image_id in self.volume_images:
             rec = self.images.get(image_id)
             if rec is not None:

@@ -137,24 +137,16 @@ class RegistryClient:
 
     async def blob_to(self, digest: str, dest: Path, progress: Callable[[int], None]) -> int:
         """Stream a blob into dest, verifying its digest while it arrives."""
-        resp = await self._get(f"blobs/{digest}", "*/*", stream=True)
         h = hashlib.sha256()
-        size = 0
-        try:
-            with open(dest, "wb") as f:
-                async for chunk in resp.aiter_bytes():
-                    h.update(chunk)
-                    f.write(chunk)
-                    size += len(chunk)
-                    progress(len(chunk))
+        with open(dest, "wb") as f:
+            async def feed(chunk: bytes) -> None:
+                h.update(chunk)
+                f.write(chunk)
             # Not fsynced here: the content store's commit does that before the rename.
-        except httpx.HTTPError as e:
-            raise Unavailable(f"downloading {digest} of {self.ref}: {e}") from None
-        finally:
-            await resp.aclose()
+            size = await self.blob_into(digest, feed, progress)
         got = "sha256:" + h.hexdigest()
         if got != digest:
-            raise FailedPrecondition(f"blob {digest} of {self.ref} has content with digest {got}")
+            raise self.digest_mismatch(digest, got)
         return size
 
     async def blob_into(self, digest: str, feed: Callable[[bytes], Awaitable[None]],

@@ -50,14 +50,16 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
 
     async def ListImages(self, request: pb.ListImagesRequest, context: object) -> pb.ListImagesResponse:
         f = request.filter if request.HasField("filter") else None
-        imgs = [image_pb(r, r.id in self._images.volume_images) for r in list(self._images.images.values())]
+        vols = self._images.volume_images
+        imgs = [image_pb(r, r.id in vols) for r in list(self._images.images.values())]
         return pb.ListImagesResponse(images=[i for i in imgs if self._matches(i, f)])
 
     async def StreamImages(
         self, request: pb.StreamImagesRequest, context: object
     ) -> AsyncIterator[pb.StreamImagesResponse]:
         f = request.filter if request.HasField("filter") else None
-        imgs = [image_pb(r, r.id in self._images.volume_images) for r in list(self._images.images.values())]
+        vols = self._images.volume_images
+        imgs = [image_pb(r, r.id in vols) for r in list(self._images.images.values())]
         for batch in batches(i for i in imgs if self._matches(i, f)):
             yield pb.StreamImagesResponse(images=batch)
 

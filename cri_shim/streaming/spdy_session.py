@@ -21,6 +21,7 @@ from cri_shim.streaming.remote_command import run_command, until_client_leaves
 from cri_shim.streaming.status import parse_resize
 from cri_shim.streaming.stdio import StreamIO, TerminalSize, Writer
 from cri_shim.streaming.targets import AttachTarget, Backend, ExecTarget
+from cri_shim.streaming.websocket import WebSocketTransport
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,7 @@ class SocketIO:
 class TunnelIO:
     """SPDY bytes carried in WebSocket binary messages (client-go's tunneling dialer)."""
 
-    def __init__(self, transport: object) -> None:
-        from cri_shim.streaming.websocket import WebSocketTransport
-
-        assert isinstance(transport, WebSocketTransport)
+    def __init__(self, transport: WebSocketTransport) -> None:
         self.transport = transport
         self._messages = transport.messages()
 
