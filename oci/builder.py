@@ -283,12 +283,21 @@ class SpecBuilder:
 
     def bind_mount(self, source: str, destination: str, *, readonly: bool = False,
                    propagation: str = "rprivate", recursive: bool = True,
-                   recursive_readonly: bool = False) -> Self:
-        """A bind mount; `recursive_readonly` adds `rro`, making submounts read-only too."""
+                   recursive_readonly: bool = False,
+                   idmap: tuple[Iterable[tuple[int, int, int]], Iterable[tuple[int, int, int]]] | None = None,
+                   ) -> Self:
+        """A bind mount; `recursive_readonly` adds `rro`, making submounts read-only too.
+        `idmap` = (uid, gid) mappings as (container id, host id, size) triples makes it an
+        idmapped mount (runtime-spec 1.2 mounts[].uidMappings/gidMappings)."""
         opts = ["rbind" if recursive else "bind", propagation, "ro" if readonly else "rw"]
         if recursive_readonly:
             opts.append("rro")
-        return self.add_mount(destination, "bind", source, opts)
+        self.add_mount(destination, "bind", source, opts)
+        if idmap is not None:
+            m = (self.spec.mounts or [])[-1]
+            m.uid_mappings = [IDMapping(container_id=c, host_id=h, size=s) for c, h, s in idmap[0]]
+            m.gid_mappings = [IDMapping(container_id=c, host_id=h, size=s) for c, h, s in idmap[1]]
+        return self
 
     def remove_mount(self, destination: str) -> Self:
         dest = destination.rstrip("/") or "/"

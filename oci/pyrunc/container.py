@@ -66,7 +66,7 @@ def validate(cfg: dict[str, Any], bundle: str) -> str:
             raise PyruncError("user namespace requires uidMappings and gidMappings")
     if cfg.get("hostname") and "uts" not in seen:
         raise PyruncError("unable to set hostname without a private UTS namespace")
-    mounts.validate(cfg.get("mounts") or [])
+    mounts.validate(cfg.get("mounts") or [], linux)
     prop = linux.get("rootfsPropagation")
     if prop and prop not in mounts.PROPAGATION:
         raise PyruncError(f"invalid rootfsPropagation {prop!r}")

@@ -69,13 +69,15 @@ def enter_namespaces(namespaces: list[dict[str, Any]], chan: Channel | None) -> 
 
 def stage1(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
     """Runs in the first child of `create` (under child.run); forks the init and returns."""
-    from . import cgroups, devices, mounts, process  # noqa: F401 - imported while the parent works
+    from . import cgroups, devices, idmap, mounts, process  # noqa: F401 - imported while the parent works
     from .child import run
     process.preload(None)
     chan.expect_ok()  # cgroups exist and carry their limits
     if ctx.get("early_join"):
         cgroups.join(ctx["cgroups"], os.getpid())  # before unshare: the cgroup ns is rooted here
     linux = cfg.get("linux") or {}
+    if any(idmap.wants_idmap(m) for m in cfg.get("mounts") or []):
+        ctx["idmapped"] = idmap.prepare_mounts(cfg, ctx["bundle"])  # before we leave the host's userns
     enter_namespaces(linux.get("namespaces") or [], chan)
     offsets = linux.get("timeOffsets")
     if offsets and any(n["type"] == "time" and not n.get("path") for n in linux.get("namespaces") or []):
@@ -100,8 +102,9 @@ def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
     ctx["cgroupns"] = "cgroup" in types
     mnts = cfg.get("mounts") or []
     mounts.prepare_root(rootfs, linux.get("rootfsPropagation"))
-    for m in mnts:
-        mounts.mount_one(rootfs, ctx["bundle"], m, ctx)
+    trees = ctx.get("idmapped") or {}
+    for i, m in enumerate(mnts):
+        mounts.mount_one(rootfs, ctx["bundle"], m, ctx, trees.get(i, -1))
     if devices.needs_setup(mnts):
         devices.create_devices(rootfs, devices.all_devices(linux.get("devices") or []), userns)
         devices.create_symlinks(rootfs)

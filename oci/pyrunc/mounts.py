@@ -47,7 +47,8 @@ RECURSIVE: dict[str, tuple[bool, int]] = {
     "rnodev": (False, sc.MOUNT_ATTR_NODEV), "rdev": (True, sc.MOUNT_ATTR_NODEV),
     "rnoexec": (False, sc.MOUNT_ATTR_NOEXEC), "rexec": (True, sc.MOUNT_ATTR_NOEXEC),
 }
-MOUNT_OPTIONS = sorted([*_FLAGS, *PROPAGATION, *_IGNORED, *RECURSIVE])
+_IDMAP = ("idmap", "ridmap")  # idmap.prepare_mounts makes these before the init enters its userns
+MOUNT_OPTIONS = sorted([*_FLAGS, *PROPAGATION, *_IGNORED, *RECURSIVE, *_IDMAP])
 
 
 def parse_options(options: list[str]) -> tuple[int, list[int], str]:
@@ -61,10 +62,8 @@ def parse_options(options: list[str]) -> tuple[int, list[int], str]:
             flags = flags & ~f if clear else flags | f
         elif opt in PROPAGATION:
             prop.append(PROPAGATION[opt])
-        elif opt in _IGNORED or opt in RECURSIVE:
-            continue  # recursive attributes: recursive_attrs(), after the mount
-        elif opt in ("idmap", "ridmap"):
-            raise PyruncError(f"mount option {opt} is not supported")
+        elif opt in _IGNORED or opt in RECURSIVE or opt in _IDMAP:
+            continue  # recursive attributes: recursive_attrs(), after the mount; idmap: idmap.py
         else:
             data.append(opt)
     return flags, prop, ",".join(data)
@@ -115,8 +114,9 @@ def secure_join(root: str, unsafe: str) -> str:
     return os.path.join(root, *resolved)
 
 
-def validate(mounts: list[Any]) -> None:
+def validate(mounts: list[Any], linux: dict[str, Any] | None = None) -> None:
     """Structural checks done before anything is created."""
+    from . import idmap
     for i, m in enumerate(mounts):
         if not isinstance(m, dict):
             raise PyruncError(f"invalid mount #{i}: not an object")
@@ -135,6 +135,10 @@ def validate(mounts: list[Any]) -> None:
             raise PyruncError(f"invalid mount {dest}: no type and not a bind mount")
         if typ and not is_bind and typ not in ("cgroup", "cgroup2") and not _fs_known(typ):
             raise PyruncError(f"invalid mount {dest}: unknown filesystem type {typ!r}")
+        if idmap.wants_idmap(m):
+            err = idmap.check_mount(m, linux or {})
+            if err:
+                raise PyruncError(err)
 
 
 _FILESYSTEMS: set[str] | None = None
@@ -179,7 +183,8 @@ def bind_remount(dest: str, flags: int, userns: bool) -> None:
              None)
 
 
-def mount_one(rootfs: str, bundle: str, m: dict[str, Any], ctx: dict[str, Any]) -> None:
+def mount_one(rootfs: str, bundle: str, m: dict[str, Any], ctx: dict[str, Any], tree: int = -1) -> None:
+    """One spec mount; `tree` is its idmapped copy (idmap.prepare_mounts) to attach, if any."""
     typ = m.get("type") or ""
     opts = m.get("options") or []
     flags, prop, data = parse_options(opts)
@@ -194,7 +199,11 @@ def mount_one(rootfs: str, bundle: str, m: dict[str, Any], ctx: dict[str, Any]) 
         except OSError as e:
             raise PyruncError(f"bind mount source {source}: {e.strerror}") from None
         _mkdest(dest, stat.S_ISDIR(st.st_mode))
-        sc.mount(source, dest, None, sc.MS_BIND | (flags & sc.MS_REC), None)
+        if tree >= 0:
+            sc.move_mount_fd(tree, dest)
+            os.close(tree)
+        else:
+            sc.mount(source, dest, None, sc.MS_BIND | (flags & sc.MS_REC), None)
         if flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT):
             bind_remount(dest, flags, userns)
     elif typ in ("cgroup", "cgroup2"):

@@ -93,6 +93,34 @@ def mount_setattr_recursive(target: str, attr_set: int, attr_clr: int) -> None:
            f"mount_setattr {target} (recursive, set {attr_set:#x}, clear {attr_clr:#x})")
 
 
+_SYS_OPEN_TREE, _SYS_MOVE_MOUNT = 428, 429  # the unified syscall table, as mount_setattr
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 0x1, 0o2000000
+AT_EMPTY_PATH = 0x1000
+MOUNT_ATTR_IDMAP = 0x100000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+
+
+def open_tree_clone(source: str, recursive: bool) -> int:
+    """A detached copy of the mount tree at source (open_tree(2) with OPEN_TREE_CLONE)."""
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    ret = _libc.syscall(_SYS_OPEN_TREE, ctypes.c_int(AT_FDCWD), source.encode(), ctypes.c_uint(flags))
+    return _check(ret, f"open_tree {source}")
+
+
+def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool) -> None:
+    """Make a detached mount idmapped with the mappings of the user namespace userns_fd."""
+    attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    _check(_libc.syscall(_SYS_MOUNT_SETATTR, ctypes.c_int(tree_fd), b"", ctypes.c_uint(flags), attr,
+                         ctypes.c_size_t(ctypes.sizeof(attr))), "mount_setattr (idmap)")
+
+
+def move_mount_fd(tree_fd: int, target: str) -> None:
+    """Attach a detached mount (an open_tree fd) at target."""
+    _check(_libc.syscall(_SYS_MOVE_MOUNT, ctypes.c_int(tree_fd), b"", ctypes.c_int(AT_FDCWD), target.encode(),
+                         ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), f"move_mount to {target}")
+
+
 def umount2(target: str, flags: int) -> None:
     _check(_libc.umount2(target.encode(), flags), f"umount {target}")
 
