@@ -7,6 +7,19 @@ nosuid, nodev and noexec as the Kubernetes documentation states for image volume
 recorded as a snapshot row "<container id>/image-volume/<n>" -> image id, which is what makes
 RemoveImage refuse the image and the kubelet's GC see it in use; the mount goes once its last
 use is released. `sub_path` resolves a directory inside the image without leaving it.
+
+OCI artifacts (imaging.artifacts: manifests that are not runnable images, whose layers are
+plain files or tarballs, as CRI-O serves them) are image volumes too: their files are
+materialised at pull time into one snapshot directory (each non-tar layer a file named by its
+`org.opencontainers.image.title` annotation, else by its digest; tar layers extracted at the
+root; later layers overwrite earlier ones, as KEP-4639 states), which is mounted here like a
+one-layer image: a read-only bind with the same flags. Using an artifact as a container's own
+image is FAILED_PRECONDITION naming it.
+
+A sub-path must be a directory, for images and artifacts alike: KEP-4639 leaves single files
+out and restricts the mount to directories, containerd refuses a file sub-path ("only
+directory subpath is supported") and CRI-O's artifact sub-path selects the files under a
+directory. A file is INVALID_ARGUMENT naming the sub-path and the image.
 """
 
 from __future__ import annotations
@@ -56,7 +69,7 @@ def unmount_image(target: Path) -> None:
 
 def sub_path(root: Path, sub: str, image: str) -> Path:
     """root/sub, refusing what leaves the image (.., absolute paths, symlinks pointing out)
-    and what does not exist or is not a directory... or file."""
+    and what does not exist or is not a directory."""
     if not sub:
         return root
     if sub.startswith("/") or "\0" in sub or any(part == ".." for part in sub.split("/")):
@@ -68,4 +81,7 @@ def sub_path(root: Path, sub: str, image: str) -> Path:
                               f"(a symbolic link)")
     if not os.path.exists(resolved):
         raise InvalidArgument(f"image_sub_path {sub!r} does not exist in image {image}")
+    if not os.path.isdir(resolved):
+        raise InvalidArgument(f"image_sub_path {sub!r} of image {image} is not a directory "
+                              "(an image volume mounts a directory, not a single file)")
     return Path(resolved)

@@ -21,7 +21,7 @@ from typing import Any
 from cri_shim import mounts
 from cri_shim.config import Config
 from cri_shim.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
-from cri_shim.imaging import auth, image_volumes, layers, reference, snapshots
+from cri_shim.imaging import artifacts, auth, image_volumes, layers, reference, snapshots
 from cri_shim.imaging.manifests import INDEX_TYPES, chain_ids, parse_json, select_platform
 from cri_shim.imaging.pull_progress import Progress, progress_file
 from cri_shim.imaging.registry_client import RegistryClient
@@ -29,6 +29,13 @@ from cri_shim.imaging.store import ContentStore, ImageDB, ImageRecord
 from cri_shim.ports import ResolvedImage
 
 log = logging.getLogger("cri_shim.images")
+
+def _runnable(rec: ImageRecord, ref: str) -> None:
+    if rec.artifact_type:
+        raise FailedPrecondition(
+            f"image {ref!r} ({rec.id}) is an OCI artifact of type {rec.artifact_type}, not a runnable "
+            "image: it can only be mounted as an image volume")
+
 
 class ImageManager:
     def __init__(self, config: Config, *, collect_garbage: bool = True) -> None:
@@ -97,6 +104,7 @@ class ImageManager:
         rec = self.find(ref)
         if rec is None:
             raise NotFound(f"image {ref!r} not found; pull it first")
+        _runnable(rec, ref)
         return ResolvedImage(rec.id, rec.repo_digests[0] if rec.repo_digests else rec.id,
                              dict(rec.config.get("config") or {}))
 
@@ -136,11 +144,18 @@ class ImageManager:
             media, body, digest = await client.manifest(digest)
             manifest = parse_json(body, f"manifest of {ref}")
             blobs.append(digest)
-        await asyncio.to_thread(self.content.write, digest, body)
         config_desc = manifest.get("config") or {}
         layer_descs = manifest.get("layers")
-        if not isinstance(layer_descs, list) or "digest" not in config_desc:
+        if not isinstance(layer_descs, list) or not isinstance(config_desc, dict) \
+                or "digest" not in config_desc:
             raise InvalidArgument(f"image {ref}: manifest {digest} is not an image manifest")
+        kind = artifacts.artifact_type(manifest)
+        if kind:
+            # Checked before anything is stored: a bad title leaves nothing behind.
+            plan = artifacts.plan(manifest, f"artifact {ref}")
+            await asyncio.to_thread(self.content.write, digest, body)
+            return await self._pull_artifact(ref, client, kind, plan, config_desc, digest, blobs, len(body))
+        await asyncio.to_thread(self.content.write, digest, body)
         total = sum(int(d.get("size", 0)) for d in layer_descs)
         progress = Progress(str(ref), total, self.config.images.pull_progress_interval,
                             progress_file(self.config.state_dir, str(ref)))
@@ -180,6 +195,74 @@ class ImageManager:
             self.images[image_id] = rec
         log.info("pulled %s as %s", ref, image_id)
         return image_id
+
+    async def _pull_artifact(self, ref: reference.Reference, client: RegistryClient, kind: str,
+                             plan: list[artifacts.ArtifactLayer], config_desc: dict[str, Any],
+                             manifest_digest: str, blobs: list[str], manifest_size: int) -> str:
+        """An OCI artifact: its blobs stored (digest-verified), its files materialised as one
+        snapshot (see imaging.artifacts), recorded under the manifest digest."""
+        progress = Progress(str(ref), sum(layer.size for layer in plan),
+                            self.config.images.pull_progress_interval,
+                            progress_file(self.config.state_dir, str(ref)))
+        sem = asyncio.Semaphore(max(1, self.config.images.max_concurrent_downloads))
+
+        async def one(digest: str) -> None:
+            async with sem:
+                await self._fetch(client, digest, progress)
+
+        digests = [str(config_desc["digest"])] + [layer.digest for layer in plan]
+        results = await asyncio.gather(*(one(d) for d in dict.fromkeys(digests)), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise next((e for e in errors if not isinstance(e, asyncio.CancelledError)), errors[0])
+        chain = f"artifact:{manifest_digest}"
+        await self._materialise(chain, plan, str(ref))
+        progress.done()
+        image_id = manifest_digest
+        async with self._lock:
+            rec = self.images.get(image_id) or ImageRecord(id=image_id)
+            rec.config, rec.chain, rec.artifact_type = {}, [chain], kind
+            rec.blobs = sorted(set(rec.blobs) | set(blobs) | set(digests))
+            rec.size = sum(layer.size for layer in plan) + int(config_desc.get("size") or 0) + manifest_size
+            if ref.tag and not ref.digest:
+                await self._move_tag(rec, f"{ref.repository}:{ref.tag}")
+            rd = f"{ref.repository}@{blobs[0]}"
+            if rd not in rec.repo_digests:
+                rec.repo_digests.append(rd)
+            await asyncio.to_thread(self.db.put_image, rec)
+            self.images[image_id] = rec
+        log.info("pulled %s as %s (an OCI artifact of type %s)", ref, image_id, kind)
+        return image_id
+
+    async def _materialise(self, chain: str, plan: list[artifacts.ArtifactLayer], ref: str) -> None:
+        """The artifact's snapshot committed, built once even when several pulls want it."""
+        n = await asyncio.to_thread(self.db.layer_number, chain)
+        if n is not None and (self.snapshot_dir(n) / "fs").is_dir():
+            return
+        task = self._unpacks.get(chain)
+        if task is None:
+            # A task of its own, as _unpack: a cancelled pull does not remove its directory
+            # while its thread still writes there.
+            task = asyncio.ensure_future(self._materialise_task(chain, plan, ref))
+            self._unpacks[chain] = task
+            task.add_done_callback(lambda t: self._unpack_done(chain, t))
+        await asyncio.shield(task)
+
+    async def _materialise_task(self, chain: str, plan: list[artifacts.ArtifactLayer], ref: str) -> None:
+        n = None
+        try:
+            n = await asyncio.to_thread(self.db.reserve_layer, chain)  # the record first
+            d = self.snapshot_dir(n)
+            await asyncio.to_thread(snapshots.remove_tree, d)
+            size = await asyncio.to_thread(artifacts.materialise, plan, self.content.path, d / "tmp",
+                                           f"artifact {ref}")
+            await asyncio.to_thread(snapshots.commit, d / "tmp", d / "fs")
+            await asyncio.to_thread(self.db.set_layer_size, chain, size)
+        except BaseException:
+            if n is not None:
+                await asyncio.to_thread(snapshots.remove_tree, self.snapshot_dir(n))
+                await asyncio.to_thread(self.db.delete_layer, chain)
+            raise
 
     async def _layer(self, client: RegistryClient, digest: str, diff_id: str, chain: str, ref: str,
                      progress: Progress, sem: asyncio.Semaphore) -> None:
@@ -465,6 +548,7 @@ class ImageManager:
         rec = self.images.get(image_id)
         if rec is None:
             raise NotFound(f"image {image_id} not found")
+        _runnable(rec, image_id)
         lowers = await self._lowers(rec)
         d = self.ctr_root / container_id
         await asyncio.to_thread(self.db.put_snapshot, container_id, image_id)

@@ -21,6 +21,10 @@ class ImageRecord:
     chain: list[str] = field(default_factory=list)  # chain IDs, bottom layer first
     blobs: list[str] = field(default_factory=list)  # manifest(s), config, layer digests
     pinned: bool = False
+    # An OCI artifact (not runnable; only mounted as an image volume): its artifact type. Its
+    # id is then the manifest digest (an empty config is the same blob for every artifact),
+    # config is {} and chain is the one snapshot of its materialised files.
+    artifact_type: str = ""
 
 
 class ImageDB(SqliteStore):

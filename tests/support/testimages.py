@@ -40,6 +40,17 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+TITLE = "org.opencontainers.image.title"
+
+
+@dataclass
+class ArtifactFile:
+    """One layer of an OCI artifact: a blob of any media type, named by its title annotation
+    (no title: no annotation at all)."""
+    data: bytes
+    title: str | None = None
+    media_type: str = "application/octet-stream"
 
 
 def sha(data: bytes) -> str:
@@ -218,6 +229,26 @@ class Pusher:
                                "config": {"mediaType": OCI_CONFIG, "digest": sha(cfg), "size": len(cfg)},
                                "layers": descs}).encode()
         return self.manifest(repo, tag, manifest, OCI_MANIFEST)
+
+    def artifact(self, repo: str, tag: str, files: list[ArtifactFile],
+                 artifact_type: str = "application/vnd.example.data.v1",
+                 config_media_type: str = OCI_EMPTY, config: bytes = b"{}") -> str:
+        """An OCI 1.1 artifact: an image manifest with artifactType, the empty config (or
+        another config type) and layers that are plain blobs with title annotations."""
+        self.blob(repo, config)
+        descs = []
+        for f in files:
+            self.blob(repo, f.data)
+            desc: dict[str, object] = {"mediaType": f.media_type, "digest": sha(f.data), "size": len(f.data)}
+            if f.title is not None:
+                desc["annotations"] = {TITLE: f.title}
+            descs.append(desc)
+        manifest: dict[str, object] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
+        if artifact_type:
+            manifest["artifactType"] = artifact_type
+        manifest["config"] = {"mediaType": config_media_type, "digest": sha(config), "size": len(config)}
+        manifest["layers"] = descs
+        return self.manifest(repo, tag, json.dumps(manifest).encode(), OCI_MANIFEST)
 
     def index(self, repo: str, tag: str, entries: list[tuple[str, str, int]]) -> str:
         """entries: (arch, manifest digest, size)."""
