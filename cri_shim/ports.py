@@ -13,6 +13,30 @@ if TYPE_CHECKING:
     from cri_shim.containers.spec_gen import PodContext
 
 
+Mapping = tuple[int, int, int]  # (container id, host id, size), as the OCI runtime spec has it
+
+
+@dataclass(frozen=True)
+class UserNamespace:
+    """A pod's own user namespace (CRI NamespaceMode POD): where it is pinned, its mappings."""
+
+    path: Path
+    uid_mappings: tuple[Mapping, ...]
+    gid_mappings: tuple[Mapping, ...]
+
+    @property
+    def root_ids(self) -> tuple[int, int]:
+        """The host uid and gid of the namespace's root."""
+        return _host_id(self.uid_mappings, 0), _host_id(self.gid_mappings, 0)
+
+
+def _host_id(mappings: tuple[Mapping, ...], container_id: int) -> int:
+    for first, host, size in mappings:
+        if first <= container_id < first + size:
+            return host + container_id - first
+    raise ValueError(f"id {container_id} is not mapped")
+
+
 @dataclass
 class PodInfo:
     """What the pod side tells the container side about one pod."""
@@ -42,8 +66,10 @@ class ImageProvider(Protocol):
         """The local image named by ref (tag, digest or id); NotFound when absent."""
         ...
 
-    async def prepare_rootfs(self, container_id: str, image_id: str) -> Path:
-        """A writable, mounted root file system for the container."""
+    async def prepare_rootfs(self, container_id: str, image_id: str,
+                             userns: UserNamespace | None = None) -> Path:
+        """A writable, mounted root file system for the container; seen through the mappings
+        of `userns` (idmapped layers) when the pod has its own user namespace."""
         ...
 
     async def release_rootfs(self, container_id: str) -> None: ...

@@ -322,7 +322,12 @@ class ContainerManager:
                                  image: ResolvedImage, sandbox_config: pb.PodSandboxConfig | None) -> None:
         bundle = Path(c.meta.bundle)
         bundle.mkdir(parents=True, exist_ok=False, mode=0o700)
-        rootfs = await self.images.prepare_rootfs(c.meta.id, image.id)
+        own = cfg.linux.security_context.namespace_options
+        if own.HasField("userns_options") and own.userns_options.mode != (
+                pb.POD if pod.context.userns is not None else pb.NODE):
+            raise InvalidArgument(f"container {cfg.metadata.name!r}: its user namespace options differ "
+                                  f"from those of pod {c.meta.pod_id}")
+        rootfs = await self.images.prepare_rootfs(c.meta.id, image.id, pod.context.userns)
         if any(m.image.image for m in cfg.mounts):
             cfg = await self._mount_image_volumes(c.meta.id, cfg)
         rro = self.handlers.get(c.meta.handler).recursive_read_only_mounts

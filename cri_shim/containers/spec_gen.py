@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cri_shim import cgroup_paths
+from cri_shim import cgroup_paths, mounts
 from cri_shim.containers import cdi, seccomp_profiles
 from cri_shim.containers.host_devices import host_device
 from cri_shim.containers.host_limits import HostLimits, host_limits
 from cri_shim.containers.users import resolve, split_image_user
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.errors import InvalidArgument
+from cri_shim.ports import UserNamespace
 from oci.builder import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, SpecBuilder
 from oci.spec import Spec, SpecError
 
@@ -61,6 +62,8 @@ class PodContext:
     name: str = ""
     namespace: str = ""
     uid: str = ""
+    # The pod's own user namespace (CRI userns_options mode POD); None: the host's.
+    userns: UserNamespace | None = None
 
 
 @dataclass
@@ -170,6 +173,27 @@ def _check_recursive_read_only(m: pb.Mount, supported: bool) -> None:
         raise InvalidArgument(f"{where}: recursive_read_only is not supported by this runtime handler")
 
 
+IdMap = tuple[tuple[tuple[int, int, int], ...], tuple[tuple[int, int, int], ...]]
+
+
+def _idmap(pod: PodContext, source: str, m: pb.Mount | None) -> IdMap | None:
+    """The mappings of an idmapped bind mount in a user-namespaced pod: the CRI mount's own
+    (uidMappings/gidMappings, which the kubelet may set) or else the pod's, so what is root's
+    on disk is root's in the pod and what the pod writes keeps its ids on disk. None for a pod
+    in the host's user namespace, and where the file system takes no idmapped mount
+    (overlayfs, as an image volume is): that mount shows host ids, unmapped ones as nobody."""
+    if pod.userns is None:
+        return None
+    if m is not None and (m.uidMappings or m.gidMappings):
+        if not m.uidMappings or not m.gidMappings:
+            raise InvalidArgument(f"mount {m.container_path}: uidMappings and gidMappings go together")
+        return (tuple((x.container_id, x.host_id, x.length) for x in m.uidMappings),
+                tuple((x.container_id, x.host_id, x.length) for x in m.gidMappings))
+    if not mounts.can_idmap(source, pod.userns.path):
+        return None
+    return pod.userns.uid_mappings, pod.userns.gid_mappings
+
+
 def apply_resources(b: SpecBuilder, r: pb.LinuxContainerResources) -> None:
     if r.cpu_shares or r.cpu_quota or r.cpu_period:
         b.cpu(shares=r.cpu_shares or None, quota=r.cpu_quota or None, period=r.cpu_period or None)
@@ -256,13 +280,18 @@ def build_spec(
     else:
         b.namespace("pid")
 
+    if pod.userns is not None:
+        # joined, not made: every container of the pod shares the pod's; the mappings say
+        # to the runtime who root is (and which ids an idmap mount without its own uses)
+        b.user_namespace(pod.userns.uid_mappings, pod.userns.gid_mappings, path=str(pod.userns.path))
+
     # Pod files first, so an explicit CRI mount at the same place wins.
     for path, dest in ((pod.hosts_path, "/etc/hosts"), (pod.resolv_path, "/etc/resolv.conf"),
                        (pod.hostname_path, "/etc/hostname")):
         if path:
-            b.bind_mount(path, dest, readonly=sc.readonly_rootfs)
+            b.bind_mount(path, dest, readonly=sc.readonly_rootfs, idmap=_idmap(pod, path, None))
     if pod.shm_path:
-        b.bind_mount(pod.shm_path, "/dev/shm")
+        b.bind_mount(pod.shm_path, "/dev/shm", idmap=_idmap(pod, pod.shm_path, None))
     for m in cfg.mounts:
         # Absolute paths are checked by cri_shim.validation; whether the source exists is
         # a fact of the moment of creation.
@@ -277,7 +306,7 @@ def build_spec(
             continue
         b.bind_mount(m.host_path, m.container_path, readonly=m.readonly,
                      propagation=PROPAGATION.get(m.propagation, "rprivate"),
-                     recursive_readonly=m.recursive_read_only)
+                     recursive_readonly=m.recursive_read_only, idmap=_idmap(pod, m.host_path, m))
     # A mount can only propagate as far as the root it sits in does (as containerd sets it):
     # back to the host needs a shared root, from the host at least a slave one.
     kinds = {m.propagation for m in cfg.mounts}

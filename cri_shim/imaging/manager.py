@@ -26,7 +26,7 @@ from cri_shim.imaging.manifests import INDEX_TYPES, chain_ids, parse_json, selec
 from cri_shim.imaging.pull_progress import Progress, progress_file
 from cri_shim.imaging.registry_client import RegistryClient
 from cri_shim.imaging.store import ContentStore, ImageDB, ImageRecord
-from cri_shim.ports import ResolvedImage
+from cri_shim.ports import ResolvedImage, UserNamespace
 
 log = logging.getLogger("cri_shim.images")
 
@@ -544,7 +544,8 @@ class ImageManager:
             lowers.append(self.snapshot_dir(n) / "fs")
         return lowers
 
-    async def prepare_rootfs(self, container_id: str, image_id: str) -> Path:
+    async def prepare_rootfs(self, container_id: str, image_id: str,
+                             userns: UserNamespace | None = None) -> Path:
         rec = self.images.get(image_id)
         if rec is None:
             raise NotFound(f"image {image_id} not found")
@@ -556,13 +557,23 @@ class ImageManager:
             raise InvalidArgument(f"image {image_id} has no layers")
         if self.config.images.snapshotter == "native":
             await asyncio.to_thread(snapshots.copy_layers, lowers, d / "upper")
-            return d / "upper"
-        await asyncio.to_thread(snapshots.mount_overlay, lowers, d / "upper", d / "work", d / "merged")
+            if userns is None:
+                return d / "upper"
+            # the copy keeps the image's ids; the container sees it through an idmapped bind
+            await asyncio.to_thread((d / "merged").mkdir, exist_ok=True)
+            await asyncio.to_thread(mounts.idmapped_bind, d / "upper", d / "merged", userns.path)
+            return d / "merged"
+        if userns is not None:
+            await asyncio.to_thread(snapshots.mount_overlay_idmapped, lowers, d / "upper", d / "work",
+                                    d / "merged", d / "l", userns.path, userns.root_ids)
+        else:
+            await asyncio.to_thread(snapshots.mount_overlay, lowers, d / "upper", d / "work", d / "merged")
         return d / "merged"
 
     async def release_rootfs(self, container_id: str) -> None:
         d = self.ctr_root / container_id
         await asyncio.to_thread(mounts.unmount, d / "merged")
+        await asyncio.to_thread(snapshots.release_scratch, d / "l")
         await asyncio.to_thread(snapshots.remove_tree, d)
         await asyncio.to_thread(self.db.delete_snapshot, container_id)
 

@@ -26,6 +26,43 @@ def mount_overlay(lowers: list[Path], upper: Path, work: Path, merged: Path) -> 
     mounts.mount("overlay", merged, "overlay", 0, opts, "overlay")
 
 
+def mount_overlay_idmapped(lowers: list[Path], upper: Path, work: Path, merged: Path, scratch: Path,
+                           userns: Path, root_ids: tuple[int, int]) -> None:
+    """The overlay of a container in a user namespace (pinned at `userns`), with no layer chowned.
+
+    Each committed layer is attached, idmapped with the namespace's mappings, under
+    scratch/<n>; the overlay is mounted on those; then they are detached again (overlayfs
+    holds its own references to its layers). The empty upper directory belongs to the
+    container's root (root_ids, its host ids), so what the container writes lands on disk
+    under its host ids, as a user namespace means it to.
+    """
+    for d in (upper, work, merged, scratch):
+        d.mkdir(parents=True, exist_ok=True)
+    os.chown(upper, *root_ids)
+    attached: list[Path] = []
+    try:
+        for i, lower in enumerate(lowers):
+            at = scratch / str(i)
+            at.mkdir(exist_ok=True)
+            mounts.idmapped_bind(lower, at, userns)
+            attached.append(at)
+        mount_overlay(attached, upper, work, merged)
+    finally:
+        release_scratch(scratch)
+
+
+def release_scratch(scratch: Path) -> None:
+    """Detach and remove what mount_overlay_idmapped attached (after a crash too)."""
+    if not scratch.is_dir():
+        return
+    for at in scratch.iterdir():
+        mounts.unmount(at)
+        with contextlib.suppress(OSError):
+            at.rmdir()
+    with contextlib.suppress(OSError):
+        scratch.rmdir()
+
+
 def commit(tmp: Path, final: Path) -> None:
     """Make an unpacked (and synced) tree the committed snapshot: rename, then fsync the
     directory holding both, so the rename itself survives a crash."""

@@ -28,7 +28,7 @@ from cri_shim.errors import AlreadyExists, FailedPrecondition, Internal, Invalid
 from cri_shim.id_lookup import IdIndex
 from cri_shim.network.cni import CNIError, CNINetwork, PodNetworkRequest, pod_ips
 from cri_shim.network.cni_config import NoNetworkConfig, load_default_network
-from cri_shim.ports import PodInfo
+from cri_shim.ports import PodInfo, UserNamespace
 from cri_shim.runtime_handlers import HandlerRegistry
 from cri_shim.sandboxes import infra, namespaces, pod_files, port_forward, views
 from cri_shim.sandboxes.store import CREATING, NOTREADY, READY, SandboxMeta, SandboxState, SandboxStore
@@ -62,12 +62,28 @@ class Sandbox:
 
     def pins(self) -> dict[str, Path]:
         out = {}
+        if self.has_userns:
+            out["user"] = self.dir / "ns" / "user"  # first: it owns the others
         if not self.meta.host_network:
             out["net"] = self.dir / "ns" / "net"
             out["uts"] = self.dir / "ns" / "uts"
         if not self.meta.host_ipc:
             out["ipc"] = self.dir / "ns" / "ipc"
         return out
+
+    @property
+    def has_userns(self) -> bool:
+        """Whether the pod has a user namespace of its own (CRI userns_options mode POD)."""
+        ns = self.config.linux.security_context.namespace_options
+        return ns.HasField("userns_options") and ns.userns_options.mode == pb.POD
+
+    def userns(self) -> UserNamespace | None:
+        if not self.has_userns:
+            return None
+        u = self.config.linux.security_context.namespace_options.userns_options
+        return UserNamespace(self.dir / "ns" / "user",
+                             tuple((m.container_id, m.host_id, m.length) for m in u.uids),
+                             tuple((m.container_id, m.host_id, m.length) for m in u.gids))
 
     @property
     def shm_path(self) -> Path:
@@ -182,6 +198,10 @@ class SandboxManager:
             raise InvalidArgument("pod sandbox metadata needs a name and a namespace")
         handler = self.handlers.get(runtime_handler)
         ns = cfg.linux.security_context.namespace_options
+        if ns.HasField("userns_options") and ns.userns_options.mode == pb.POD and not handler.user_namespaces:
+            raise FailedPrecondition(
+                f"pod sandbox {md.name!r} in namespace {md.namespace!r}: runtime handler {handler.name!r} "
+                "does not support user namespaces (its runtime reports no idmapped mounts)")
         pod_id = secrets.token_hex(32)
         meta = SandboxMeta(
             id=pod_id, name=md.name, namespace=md.namespace, uid=md.uid,
@@ -231,7 +251,7 @@ class SandboxManager:
             Path(cfg.log_directory).mkdir(parents=True, exist_ok=True)
         pins = sb.pins()
         uts_hostname = hostname if "uts" in pins else ""
-        await namespaces.pin_namespaces(pins, uts_hostname)
+        await namespaces.pin_namespaces(pins, uts_hostname, sb.userns())
         sysctls = dict(cfg.linux.sysctls)
         if sysctls:
             bad = [k for k in sysctls if not _namespaced_sysctl(k, sb)]

@@ -88,6 +88,7 @@ def pod_info(sb: Sandbox) -> PodInfo:
         shm_path=str(sb.shm_path) if not sb.meta.host_ipc else "/dev/shm",
         sysctls=dict(cfg.linux.sysctls), annotations=dict(cfg.annotations),
         name=sb.meta.name, namespace=sb.meta.namespace, uid=sb.meta.uid,
+        userns=sb.userns(),
     )
     return PodInfo(ctx, sb.meta.handler, cfg.log_directory, sb.status.state == READY, cfg)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cri_shim import __version__
@@ -74,7 +75,11 @@ class RuntimeInfoRPCs:
             ),
         ))
         if request.verbose:
-            resp.info["config"] = json.dumps(cfg.to_dict(), sort_keys=True)
+            doc = cfg.to_dict()
+            # containerd's key, which critest reads: the parent of "stateDir" is where it checks
+            # that idmapped mounts work, for the rootfs lives below it. Ours: <root_dir>/rootfs.
+            doc["stateDir"] = str(Path(cfg.root_dir) / "rootfs")
+            resp.info["config"] = json.dumps(doc, sort_keys=True)
             resp.info["runtimeHandlers"] = json.dumps({
                 h.name: {
                     "binary": h.config.binary,

@@ -97,3 +97,40 @@ def _security_context(path: str, sc: pb.LinuxSandboxSecurityContext) -> None:
     # A Localhost seccomp profile is a file the daemon opens.
     no_nul(f"{path}.seccomp.localhost_ref", sc.seccomp.localhost_ref)
     no_nul(f"{path}.seccomp_profile_path", sc.seccomp_profile_path)
+    check_userns(f"{path}.namespace_options", sc.namespace_options)
+
+
+MAX_ID = 1 << 32  # ids are 32-bit; (uid_t)-1 is never mapped
+
+
+def check_userns(path: str, ns: pb.NamespaceOption) -> None:
+    """A pod's user namespace (Kubernetes hostUsers: false): mode NODE, or POD with exactly one
+    uid and one gid mapping that maps the pod's root; CONTAINER and TARGET do not exist for
+    user namespaces (as containerd and CRI-O answer)."""
+    if not ns.HasField("userns_options"):
+        return
+    u = ns.userns_options
+    where = f"{path}.userns_options"
+    if u.mode == pb.NODE:
+        if u.uids or u.gids:
+            raise FieldError(f"{where}.uids", "mode NODE takes no mappings")
+        return
+    if u.mode != pb.POD:
+        raise FieldError(f"{where}.mode", f"{pb.NamespaceMode.Name(u.mode)} is not supported for user "
+                                          "namespaces (only POD or NODE)")
+    for kind, maps in (("uids", u.uids), ("gids", u.gids)):
+        if len(maps) != 1:
+            raise FieldError(f"{where}.{kind}", f"mode POD needs exactly one mapping, got {len(maps)}")
+        m = maps[0]
+        if m.container_id != 0:
+            raise FieldError(f"{where}.{kind}[0]", f"container id 0 must be mapped (the mapping starts at "
+                                                  f"container id {m.container_id})")
+        if m.length == 0:
+            raise FieldError(f"{where}.{kind}[0].length", "must be at least 1")
+        if m.host_id + m.length >= MAX_ID:
+            raise FieldError(f"{where}.{kind}[0]", f"host ids {m.host_id}..{m.host_id + m.length - 1} go "
+                                                  "past 4294967294")
+    for kind in ("network", "pid", "ipc"):
+        if getattr(ns, kind) == pb.NODE:
+            raise FieldError(f"{path}.{kind}", "a pod with its own user namespace cannot use the node's "
+                                              f"{kind} namespace")

@@ -110,24 +110,34 @@ def new_userns(uid_maps: list[dict[str, Any]], gid_maps: list[dict[str, Any]]) -
         os.waitpid(pid, 0)
 
 
-def prepare_mounts(cfg: dict[str, Any], bundle: str) -> dict[int, int]:
-    """Detached idmapped copies of the bind sources that ask for one, by mount index.
+def _is_bind(m: dict[str, Any]) -> bool:
+    opts = m.get("options") or []
+    return m.get("type") == "bind" or "bind" in opts or "rbind" in opts
+
+
+def prepare_mounts(cfg: dict[str, Any], bundle: str, every_bind: bool = False) -> dict[int, int]:
+    """Detached copies (open_tree) of the bind sources, by mount index: the ones that ask for an
+    idmap, given it, and with `every_bind` all the others as they are.
 
     Made before the container enters its user namespace: giving a mount an idmap needs
     CAP_SYS_ADMIN over the source file system's namespace (the host's), which the container's
-    init no longer has afterwards; it only attaches them (move_mount) in its mount namespace."""
+    init no longer has afterwards, and the namespace's root may not even reach a source (a
+    directory of the host's root on the way, mode 0700: runc 1.2 opens sources early for the
+    same reason). The init only attaches them (move_mount) in its mount namespace."""
     from . import syscalls as sc
     from .errors import PyruncError
     linux = cfg.get("linux") or {}
-    todo = [(i, m) for i, m in enumerate(cfg.get("mounts") or []) if wants_idmap(m)]
+    todo = [(i, m) for i, m in enumerate(cfg.get("mounts") or [])
+            if wants_idmap(m) or (every_bind and _is_bind(m))]
     if not todo:
         return {}
     userns_fds: dict[str, int] = {}
     trees: dict[int, int] = {}
     try:
         for i, m in todo:
+            key = ""
             uid_maps, gid_maps = m.get("uidMappings"), m.get("gidMappings")
-            if not uid_maps:
+            if not uid_maps and wants_idmap(m):
                 joined = [n.get("path") for n in linux.get("namespaces") or [] if n.get("type") == "user"]
                 if joined and joined[0]:
                     key = "path:" + joined[0]
@@ -135,6 +145,9 @@ def prepare_mounts(cfg: dict[str, Any], bundle: str) -> dict[int, int]:
                         userns_fds[key] = os.open(joined[0], os.O_RDONLY | os.O_CLOEXEC)
                 else:
                     uid_maps, gid_maps = linux.get("uidMappings") or [], linux.get("gidMappings") or []
+            if not wants_idmap(m):
+                uid_maps = None
+                key = ""
             if uid_maps:
                 key = _map_text(uid_maps) + "|" + _map_text(gid_maps or [])
                 if key not in userns_fds:
@@ -146,7 +159,8 @@ def prepare_mounts(cfg: dict[str, Any], bundle: str) -> dict[int, int]:
             try:
                 fd = sc.open_tree_clone(source, "rbind" in opts)
                 trees[i] = fd
-                sc.mount_setattr_idmap(fd, userns_fds[key], "ridmap" in opts)
+                if key:
+                    sc.mount_setattr_idmap(fd, userns_fds[key], "ridmap" in opts)
             except OSError as e:
                 raise PyruncError(f"idmapped mount {m.get('destination')} from {source}: {e.strerror}"
                                   + (" (the file system does not support idmapped mounts)"

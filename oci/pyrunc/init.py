@@ -76,8 +76,21 @@ def stage1(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
     if ctx.get("early_join"):
         cgroups.join(ctx["cgroups"], os.getpid())  # before unshare: the cgroup ns is rooted here
     linux = cfg.get("linux") or {}
-    if any(idmap.wants_idmap(m) for m in cfg.get("mounts") or []):
-        ctx["idmapped"] = idmap.prepare_mounts(cfg, ctx["bundle"])  # before we leave the host's userns
+    if idmap.has_user_namespace(linux):
+        # What the init needs from the host, taken while we are still the host's root: inside,
+        # the namespace's root may not pass a 0700 directory of the host's root on the way.
+        ctx["idmapped"] = idmap.prepare_mounts(cfg, ctx["bundle"], every_bind=True)
+        ctx["fifo_fd"] = os.open(ctx["fifo"], os.O_PATH | os.O_CLOEXEC)
+        if ctx.get("console_socket") and (cfg.get("process") or {}).get("terminal"):
+            from . import console
+            ctx["console_fd"] = console.connect(ctx["console_socket"])
+        if os.path.ismount(ctx["rootfs"]):
+            # the rootfs by our working directory, which unshare(CLONE_NEWNS) moves into the
+            # new namespace's copy of its mount: /proc/self/cwd then reaches it without a walk
+            os.chdir(ctx["rootfs"])
+            ctx["root_by_cwd"] = True
+    elif any(idmap.wants_idmap(m) for m in cfg.get("mounts") or []):
+        ctx["idmapped"] = idmap.prepare_mounts(cfg, ctx["bundle"])
     enter_namespaces(linux.get("namespaces") or [], chan)
     offsets = linux.get("timeOffsets")
     if offsets and any(n["type"] == "time" and not n.get("path") for n in linux.get("namespaces") or []):
@@ -101,18 +114,24 @@ def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
     ctx["userns"] = userns
     ctx["cgroupns"] = "cgroup" in types
     mnts = cfg.get("mounts") or []
-    mounts.prepare_root(rootfs, linux.get("rootfsPropagation"))
+    if ctx.get("root_by_cwd"):
+        mounts.prepare_root(rootfs, linux.get("rootfsPropagation"), already_mounted=True)
+        rootfs = "/proc/self/cwd"
+    else:
+        mounts.prepare_root(rootfs, linux.get("rootfsPropagation"))
     trees = ctx.get("idmapped") or {}
     for i, m in enumerate(mnts):
         mounts.mount_one(rootfs, ctx["bundle"], m, ctx, trees.get(i, -1))
     if devices.needs_setup(mnts):
         devices.create_devices(rootfs, devices.all_devices(linux.get("devices") or []), userns)
         devices.create_symlinks(rootfs)
-    sock = None
-    if ctx.get("console_socket") and proc.get("terminal"):
+    sock = ctx.get("console_fd")
+    if sock is None and ctx.get("console_socket") and proc.get("terminal"):
         from . import console
         sock = console.connect(ctx["console_socket"])
-    fifo = os.open(ctx["fifo"], os.O_PATH | os.O_CLOEXEC)
+    fifo = ctx.get("fifo_fd")
+    if fifo is None:
+        fifo = os.open(ctx["fifo"], os.O_PATH | os.O_CLOEXEC)
     cwd = mounts.secure_join(rootfs, proc.get("cwd") or "/")
     if not os.path.exists(cwd):  # runc creates a missing cwd
         os.makedirs(cwd, 0o755, exist_ok=True)

@@ -195,7 +195,7 @@ def mount_one(rootfs: str, bundle: str, m: dict[str, Any], ctx: dict[str, Any], 
         if not source.startswith("/"):
             source = os.path.join(bundle, source)
         try:
-            st = os.stat(source)
+            st = os.fstat(tree) if tree >= 0 else os.stat(source)
         except OSError as e:
             raise PyruncError(f"bind mount source {source}: {e.strerror}") from None
         _mkdest(dest, stat.S_ISDIR(st.st_mode))
@@ -265,24 +265,39 @@ def _mount_cgroup(dest: str, flags: int, ctx: dict[str, Any]) -> None:
         sc.mount(None, dest, None, sc.MS_REMOUNT | base | sc.MS_RDONLY, None)
 
 
-def make_parent_private(path: str) -> None:
-    """pivot_root refuses a shared parent mount; make the mount holding the rootfs private."""
+def make_parent_private(path: str, below: bool = False) -> None:
+    """pivot_root refuses a shared parent mount; make the mount holding the rootfs private
+    (`below`: the rootfs is a mount itself, so the one under it)."""
     best, shared = "", False
     with open("/proc/self/mountinfo") as f:
         for line in f:
             left = line.split(" - ")[0].split()
             mnt = left[4]
-            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+            holds = (path == mnt and not below) or path.startswith(mnt.rstrip("/") + "/")
+            if holds and len(mnt) >= len(best):
                 best, shared = mnt, any(x.startswith("shared:") for x in left[6:])
     if best and shared:
         sc.mount(None, best, None, sc.MS_PRIVATE, None)
 
 
-def prepare_root(rootfs: str, propagation: str | None) -> None:
+def prepare_root(rootfs: str, propagation: str | None, already_mounted: bool = False) -> None:
+    """Propagation of / first, then make the rootfs a mount of its own (unless it is one)
+    whose parent is private, as pivot_root wants."""
     flag = PROPAGATION.get(propagation or "", 0) or (sc.MS_SLAVE | sc.MS_REC)
     sc.mount(None, "/", None, flag, None)
-    make_parent_private(rootfs)
-    sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC, None)
+    make_parent_private(rootfs, below=already_mounted)
+    if not already_mounted:
+        sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC, None)
+        return
+    # The rootfs is our working directory (init.stage1) and the namespace's copy of a host mount,
+    # which pivot_root refuses (copied into a less privileged namespace, it is locked). Stack a
+    # fresh copy on it and move into that: /proc/self/cwd then means the copy.
+    tree = sc.open_tree_clone("", True)
+    try:
+        sc.move_mount_fd(tree, "")
+        os.fchdir(tree)
+    finally:
+        os.close(tree)
 
 
 def pivot(rootfs: str) -> None:

@@ -101,10 +101,12 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 
 
 def open_tree_clone(source: str, recursive: bool) -> int:
-    """A detached copy of the mount tree at source (open_tree(2) with OPEN_TREE_CLONE)."""
+    """A detached copy of the mount tree at source ("": the working directory's) (open_tree(2)
+    with OPEN_TREE_CLONE)."""
     flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    flags |= 0 if source else AT_EMPTY_PATH
     ret = _libc.syscall(_SYS_OPEN_TREE, ctypes.c_int(AT_FDCWD), source.encode(), ctypes.c_uint(flags))
-    return _check(ret, f"open_tree {source}")
+    return _check(ret, f"open_tree {source or 'the working directory'}")
 
 
 def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool) -> None:
@@ -115,10 +117,14 @@ def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool) -> None:
                          ctypes.c_size_t(ctypes.sizeof(attr))), "mount_setattr (idmap)")
 
 
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+
+
 def move_mount_fd(tree_fd: int, target: str) -> None:
-    """Attach a detached mount (an open_tree fd) at target."""
+    """Attach a detached mount (an open_tree fd) at target ("" for the working directory)."""
+    flags = MOVE_MOUNT_F_EMPTY_PATH | (0 if target else MOVE_MOUNT_T_EMPTY_PATH)
     _check(_libc.syscall(_SYS_MOVE_MOUNT, ctypes.c_int(tree_fd), b"", ctypes.c_int(AT_FDCWD), target.encode(),
-                         ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), f"move_mount to {target}")
+                         ctypes.c_uint(flags)), f"move_mount to {target or 'the working directory'}")
 
 
 def umount2(target: str, flags: int) -> None:
