@@ -31,12 +31,15 @@ def busybox_image_config() -> str:
 
 
 class Pod:
-    def __init__(self, d: DaemonProcess, name: str, handler: str, log_dir: Path, image: str) -> None:
+    def __init__(self, d: DaemonProcess, name: str, handler: str, log_dir: Path, image: str,
+                 userns: pb.UserNamespace | None = None, pid: int = pb.CONTAINER) -> None:
         self.d, self.image = d, image
         self.config = pb.PodSandboxConfig(
             metadata=pb.PodSandboxMetadata(name=name, namespace="e2e", uid=f"uid-{name}"),
             hostname=name, log_directory=str(log_dir))
-        self.config.linux.security_context.namespace_options.pid = pb.CONTAINER
+        self.config.linux.security_context.namespace_options.pid = pid
+        if userns is not None:
+            self.config.linux.security_context.namespace_options.userns_options.CopyFrom(userns)
         self.id = d.runtime.RunPodSandbox(
             pb.RunPodSandboxRequest(config=self.config, runtime_handler=handler)).pod_sandbox_id
 
