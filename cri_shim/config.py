@@ -89,6 +89,13 @@ class MetricsConfig:
 
 
 @dataclass
+class SeccompConfig:
+    # Where the seccomp recorder writes the profiles its annotation names
+    # (seccomp-recorder.cri-shim.io/profile: "of:NAME"); empty: <root_dir>/seccomp-recordings.
+    recorder_dir: str = ""
+
+
+@dataclass
 class Config:
     socket: str = DEFAULT_SOCKET
     state_dir: str = DEFAULT_STATE_DIR
@@ -115,6 +122,7 @@ class Config:
     images: ImageConfig = field(default_factory=ImageConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    seccomp: SeccompConfig = field(default_factory=SeccompConfig)
 
     def __post_init__(self) -> None:
         if not self.runtimes:
@@ -123,6 +131,10 @@ class Config:
     def runtime_root(self, handler: str) -> Path:
         rt = self.runtimes[handler]
         return Path(rt.root) if rt.root else Path(self.state_dir) / "runtimes" / handler
+
+    def seccomp_recorder_dir(self) -> Path:
+        d = self.seccomp.recorder_dir
+        return Path(d) if d else Path(self.root_dir) / "seccomp-recordings"
 
     def cni_cache_dir(self) -> Path:
         return Path(self.cni.cache_dir) if self.cni.cache_dir else Path(self.state_dir) / "cni"
@@ -164,6 +176,9 @@ class Config:
         for key in ("socket", "state_dir", "root_dir"):
             if not Path(getattr(self, key)).is_absolute():
                 raise InvalidArgument(f"{key} must be an absolute path, got {getattr(self, key)!r}")
+        if self.seccomp.recorder_dir and not Path(self.seccomp.recorder_dir).is_absolute():
+            raise InvalidArgument(
+                f"seccomp.recorder_dir must be an absolute path, got {self.seccomp.recorder_dir!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -206,6 +221,7 @@ def from_dict(data: dict[str, Any]) -> Config:
     images = data.pop("images", None)
     streaming = data.pop("streaming", None)
     metrics = data.pop("metrics", None)
+    seccomp = data.pop("seccomp", None)
     cfg: Config = _build(Config, data, "")
     if runtimes is not None:
         if not isinstance(runtimes, dict):
@@ -224,6 +240,8 @@ def from_dict(data: dict[str, Any]) -> Config:
         cfg.streaming = _build(StreamingConfig, streaming, "streaming.")
     if metrics is not None:
         cfg.metrics = _build(MetricsConfig, metrics, "metrics.")
+    if seccomp is not None:
+        cfg.seccomp = _build(SeccompConfig, seccomp, "seccomp.")
     return cfg
 
 
@@ -272,7 +290,7 @@ def to_toml(cfg: Config) -> str:
         for k, v in plain.items():
             out.append(f"{key(k)} = {scalar(v)}")
 
-    SUBTABLES = {"runtimes", "cni", "images", "streaming", "metrics"}
+    SUBTABLES = {"runtimes", "cni", "images", "streaming", "metrics", "seccomp"}
     d = cfg.to_dict()
     table("", d)
     for name, rt in d["runtimes"].items():
@@ -281,4 +299,5 @@ def to_toml(cfg: Config) -> str:
     table("images", d["images"])
     table("streaming", d["streaming"])
     table("metrics", d["metrics"])
+    table("seccomp", d["seccomp"])
     return "\n".join(out) + "\n"

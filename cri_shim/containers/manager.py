@@ -61,6 +61,7 @@ from cri_shim.id_lookup import IdIndex
 from cri_shim.ports import ImageProvider, PodInfo, PodProvider, ResolvedImage
 from cri_shim.runtime_handlers import HandlerRegistry
 from cri_shim.runtimes.handler_runtime import ContainerCreate
+from cri_shim.seccomp_recorder.recordings import Recordings
 from cri_shim.stats.rates import CpuRates
 from cri_shim.streaming.stdio import StreamIO
 from oci.errors import ContainerNotFound, OCIRuntimeError
@@ -135,6 +136,8 @@ class ContainerManager:
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="container-store")
         # Previous CPU sample of each container, for ContainerStats' usage_nano_cores (cri_shim.stats).
         self.cpu_rates = CpuRates()
+        # Containers whose system calls are being recorded (seccomp_recorder).
+        self.recordings = Recordings(config.seccomp_recorder_dir())
 
     # --- component lifecycle -------------------------------------------------
 
@@ -151,6 +154,7 @@ class ContainerManager:
         self._watcher = asyncio.create_task(self._watch_exits())
 
     async def stop(self) -> None:
+        self.recordings.close()  # tracers detach; their containers keep running
         self._exit_watch.close()
         if self._watcher:
             self._watcher.cancel()
@@ -279,6 +283,7 @@ class ContainerManager:
         if not pod.ready:
             raise FailedPrecondition(f"pod sandbox {pod_id} is not ready")
         pod_id = pod.context.id
+        record_to = self.recordings.requested(cfg, sandbox_config or pod.config)
         key = f"{pod_id}/{cfg.metadata.name}/{cfg.metadata.attempt}"
         self._check_name_free(key, cfg.metadata, pod_id)
         image = await self.images.resolve(cfg.image.image)
@@ -303,7 +308,7 @@ class ContainerManager:
         self.containers.add(cid, c, key)
         async with c.lock:
             try:
-                await self._create_in_runtime(c, cfg, pod, image, sandbox_config)
+                await self._create_in_runtime(c, cfg, pod, image, sandbox_config, record_to)
             except BaseException:
                 await self._destroy(c)
                 raise
@@ -319,7 +324,8 @@ class ContainerManager:
             )
 
     async def _create_in_runtime(self, c: Container, cfg: pb.ContainerConfig, pod: PodInfo,
-                                 image: ResolvedImage, sandbox_config: pb.PodSandboxConfig | None) -> None:
+                                 image: ResolvedImage, sandbox_config: pb.PodSandboxConfig | None,
+                                 record_to: str | None = None) -> None:
         bundle = Path(c.meta.bundle)
         bundle.mkdir(parents=True, exist_ok=False, mode=0o700)
         own = cfg.linux.security_context.namespace_options
@@ -355,6 +361,10 @@ class ContainerManager:
             rootfs=str(rootfs),
         )
         await asyncio.to_thread(write_atomic, bundle / "config.json", spec.to_json(indent=1), PRIVATE_FILE)
+        if record_to is not None:
+            nnp = bool(spec.process and spec.process.no_new_privileges)
+            binary = self.handlers.get(c.meta.handler).path or ""
+            await asyncio.to_thread(self.recordings.prepare, bundle, record_to, binary, nnp)
         if c.meta.log_path:
             Path(c.meta.log_path).parent.mkdir(parents=True, exist_ok=True)
         pid = await self.handlers.runtime(c.meta.handler).create(ContainerCreate(
@@ -378,6 +388,7 @@ class ContainerManager:
                     await rt.delete(meta.id, force=True)
         except (OCIRuntimeError, NotFound, FailedPrecondition) as e:
             log.warning("container %s: runtime delete: %s", meta.id, e)
+        await self.recordings.finish(meta.id)
         # The rootfs and the bundle are independent: both at once; the record goes last.
         await asyncio.gather(self._release_rootfs(meta.id), self._remove_bundle(c))
         await asyncio.wrap_future(self._writer.submit(self.store.delete, meta.id))
@@ -422,6 +433,8 @@ class ContainerManager:
                 )
             # Taken before start: a process that exits at once must not finish before it started.
             started = now_ns()
+            # A recorded container is traced before it runs its first instruction.
+            await self.recordings.attach(c.meta.id, Path(c.meta.bundle), c.status.pid)
             try:
                 await self.handlers.runtime(c.meta.handler).start(c.meta.id)
             except OCIRuntimeError as e:
@@ -442,6 +455,8 @@ class ContainerManager:
         if c.runtime_delete is not None:
             # As containerd: the reply comes once the runtime has let go of the container too.
             await asyncio.shield(c.runtime_delete)
+        if c.status.state == EXITED:
+            await self.recordings.finish(c.meta.id)  # its profile is on disk when Stop returns
 
     async def _stop_locked(self, c: Container, timeout: int) -> None:
         self._check_exit(c)
