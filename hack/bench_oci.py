@@ -36,6 +36,7 @@ CGROUP_PARENT = "cri-shim-bench"
 class Samples:
     wall: list[float] = field(default_factory=list)
     peak_rss_kib: list[int] = field(default_factory=list)
+    phases: dict[str, list[float]] = field(default_factory=dict)
 
 
 def find_binary(name: str) -> str | None:
@@ -69,14 +70,20 @@ def run_cmd(argv: list[str]) -> tuple[int, int]:
     return proc.returncode, rss
 
 
-def one_cycle(binary: str, root: Path, bundle: Path) -> tuple[float, int]:
+PHASES = ("create", "start", "wait", "delete")
+
+
+def one_cycle(binary: str, root: Path, bundle: Path, phases: dict[str, list[float]] | None = None,
+              ) -> tuple[float, int]:
     cid = f"bench-{uuid.uuid4().hex[:10]}"
     base = [binary, "--root", str(root)]
     pid_file = bundle / f"{cid}.pid"
     t0 = time.perf_counter()
     _, rss_create = run_cmd(base + ["create", "--bundle", str(bundle), "--pid-file", str(pid_file), cid])
     init_pid = int(pid_file.read_text())
+    t1 = time.perf_counter()
     _, rss_start = run_cmd(base + ["start", cid])
+    t2 = time.perf_counter()
     try:
         _, _, init_usage = os.wait4(init_pid, 0)  # we are the subreaper: the init is ours to reap
         rss_init = init_usage.ru_maxrss
@@ -84,8 +91,13 @@ def one_cycle(binary: str, root: Path, bundle: Path) -> tuple[float, int]:
         while Path(f"/proc/{init_pid}").exists():
             time.sleep(0.001)
         rss_init = 0
+    t3 = time.perf_counter()
     _, rss_delete = run_cmd(base + ["delete", cid])
-    wall = time.perf_counter() - t0
+    t4 = time.perf_counter()
+    wall = t4 - t0
+    if phases is not None:
+        for name, took in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            phases.setdefault(name, []).append(took)
     pid_file.unlink(missing_ok=True)
     return wall, max(rss_create, rss_start, rss_init, rss_delete)
 
@@ -129,7 +141,8 @@ def main() -> int:
         for i in range(args.runs):
             rotated = order[i % len(order):] + order[: i % len(order)]
             for name in rotated:
-                wall, rss = one_cycle(backends[name], work / f"root-{name}", bundles[name])
+                wall, rss = one_cycle(backends[name], work / f"root-{name}", bundles[name],
+                                      samples[name].phases)
                 samples[name].wall.append(wall)
                 samples[name].peak_rss_kib.append(rss)
     finally:
@@ -171,6 +184,10 @@ def main() -> int:
         rss_ratio = f"{peak / ref_rss:.2f}" if ref_rss else "-"
         print(f"{name:<8} {med * 1000:>10.1f} {min(s.wall) * 1000:>8.1f} {max(s.wall) * 1000:>8.1f} "
               f"{ratio:>7} {peak / 1024:>13.1f} {rss_ratio:>7}")
+    print("\nmedian ms per command (wait: from start's return to the init's exit)")
+    print(f"{'backend':<8} " + " ".join(f"{p:>8}" for p in PHASES))
+    for name, s in samples.items():
+        print(f"{name:<8} " + " ".join(f"{statistics.median(s.phases[p]) * 1000:>8.1f}" for p in PHASES))
     return 0
 
 

@@ -5,7 +5,7 @@
 
 Builds the images itself (seeded random data, nothing downloaded), pushes them to a
 Debian docker-registry it starts on 127.0.0.1:5055, starts a cri-shim daemon of its own
-(everything under /var/tmp/bench-pull: socket, state, root, a CNI conf dir with bridge
+(everything under --dir, default /var/lib/cri-shim-bench/pull: socket, state, root, a CNI conf dir with bridge
 crishimbp0 on 10.92.0.0/16) and a containerd (../shared/critest/containerd-up.sh, only if
 none is running; stopped again only if this script started it), then pulls, cold (the image
 removed after each pull, so its blobs and snapshots go too; then a pause and a sync so that
@@ -35,6 +35,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -51,7 +52,11 @@ from cri_shim.criapi import api_pb2_grpc  # noqa: E402
 from tests.support import testimages  # noqa: E402
 from tests.support.registry import Registry  # noqa: E402
 
-BASE = Path("/var/tmp/bench-pull")
+# Where both daemons keep their images. On a node that is /var/lib; on this kind of sandbox
+# /tmp and /var/tmp cost 10-50x more per file created than the rest of the same ext4 file
+# system (a monitor on those trees, it seems), which swamps a many-small-files pull: so not
+# there. `file_create_cost` prints what each directory costs.
+BASE = Path("/var/lib/cri-shim-bench/pull")
 PORT = 5055
 CRITEST = ROOT.parent / "shared" / "critest"
 CONTAINERD_SOCK = "/run/containerd/containerd.sock"
@@ -246,14 +251,35 @@ def settle() -> None:
     time.sleep(0.5)
 
 
+def file_create_cost(where: Path, n: int = 500) -> float:
+    """Microseconds to create, write (3 KB) and close one file in a fresh directory under where."""
+    d = Path(tempfile.mkdtemp(prefix="create-cost-", dir=where))
+    try:
+        data = b"x" * 3000
+        t0 = time.perf_counter()
+        for i in range(n):
+            fd = os.open(d / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, data)
+            os.close(fd)
+        return (time.perf_counter() - t0) / n * 1e6
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main() -> None:
+    global BASE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-containerd", action="store_true", help="measure cri-shim alone")
     ap.add_argument("--only", default="", help="comma-separated scenario names")
     ap.add_argument("--keep", action="store_true", help="leave cri-shim and the registry running")
+    ap.add_argument("--dir", type=Path, default=BASE,
+                    help="where cri-shim's (and a containerd started here: <dir>/containerd) state goes")
     a = ap.parse_args()
+    BASE = a.dir
     BASE.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("CRITEST_CONTAINERD_DIR", str(BASE / "containerd"))
+    print(f"file creation under {BASE}: {file_create_cost(BASE):.0f} us per 3 KB file", flush=True)
     reg = Registry(BASE / "registry", PORT)
     reg.start()
     proc = None

@@ -64,6 +64,8 @@ class ImageManager:
     async def start(self) -> None:
         self.snap_root.mkdir(parents=True, exist_ok=True)
         self.ctr_root.mkdir(parents=True, exist_ok=True)
+        for d in (self.snap_root, self.ctr_root):
+            snapshots.spread_directories(d)
         for rec in await asyncio.to_thread(self.db.images):
             self.images[rec.id] = rec
         if self.collect_garbage:

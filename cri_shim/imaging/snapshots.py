@@ -7,13 +7,41 @@ well under the page-size limit even for images with many layers (about 100).
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import os
 import shutil
 from pathlib import Path
 
 from cri_shim import mounts
 from cri_shim.errors import Internal
+
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS = 0x80086601, 0x40086602
+FS_TOPDIR_FL = 0x00020000
+
+
+def spread_directories(path: Path) -> bool:
+    """Mark path as the top of directory hierarchies (chattr +T), so that ext4's Orlov
+    allocator puts each directory made in it (a snapshot, a container's layer) in a block
+    group of its own choosing instead of its parent's. Without it, a layer unpacked just
+    after another was deleted lands in the groups of the inodes freed a moment ago, which
+    ext4 will not reuse for a while (recently_deleted): every file create scans past them,
+    and a 10,000-file layer took 7 s instead of 1 s here. False where the file system has
+    no such flag (it then does no such thing either)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        buf = array.array("l", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
+        if buf[0] & FS_TOPDIR_FL:
+            return True
+        buf[0] |= FS_TOPDIR_FL
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, buf, True)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def mount_overlay(lowers: list[Path], upper: Path, work: Path, merged: Path) -> None:
