@@ -249,3 +249,33 @@ def test_recursive_mount_options() -> None:
     assert attr_set == sc.MOUNT_ATTR_RDONLY | sc.MOUNT_ATTR_NOSUID and attr_clr == sc.MOUNT_ATTR_NOEXEC
     assert mounts.recursive_attrs(["rro", "rrw"]) == (0, sc.MOUNT_ATTR_RDONLY)  # the last one wins
     assert "rro" in mounts.MOUNT_OPTIONS
+
+
+MAP = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+USERNS = {"namespaces": [{"type": "user"}, {"type": "mount"}], "uidMappings": MAP, "gidMappings": MAP}
+
+
+@pytest.mark.parametrize(("mount", "linux", "message"), [
+    ({"destination": "/v", "type": "tmpfs", "source": "tmpfs", "uidMappings": MAP, "gidMappings": MAP},
+     USERNS, "only supported for bind mounts"),
+    ({"destination": "/v", "type": "bind", "source": "/x", "uidMappings": MAP, "gidMappings": MAP},
+     {"namespaces": [{"type": "mount"}]}, "need the container to have a user namespace"),
+    ({"destination": "/v", "type": "bind", "source": "/x", "uidMappings": MAP}, USERNS,
+     "both uidMappings and gidMappings"),
+    ({"destination": "/v", "type": "bind", "source": "/x", "gidMappings": MAP,
+      "uidMappings": [{"containerID": 0, "hostID": 1, "size": 0}]}, USERNS, "positive size"),
+    ({"destination": "/v", "type": "bind", "source": "/x", "options": ["idmap"]},
+     {"namespaces": [{"type": "user"}, {"type": "mount"}]}, "needs linux.uidMappings"),
+])
+def test_idmapped_mount_refusals(mount: dict, linux: dict, message: str) -> None:
+    with pytest.raises(PyruncError, match=message):
+        mounts.validate([mount], linux)
+
+
+def test_idmapped_mounts_accepted() -> None:
+    mounts.validate([{"destination": "/v", "type": "bind", "source": "/x", "options": ["rbind", "ridmap"],
+                      "uidMappings": MAP, "gidMappings": MAP}], USERNS)
+    # idmap without mappings of its own takes the joined user namespace's
+    mounts.validate([{"destination": "/v", "source": "/x", "options": ["bind", "idmap"]}],
+                    {"namespaces": [{"type": "user", "path": "/proc/1/ns/user"}, {"type": "mount"}]})
+    assert mounts.parse_options(["rbind", "idmap", "ro"])[0] & sc.MS_RDONLY

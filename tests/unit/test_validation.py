@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -451,3 +452,44 @@ def test_image_volume_mounts() -> None:
     expect_invalid(lambda: validation.create_container(
         pb.CreateContainerRequest(pod_sandbox_id="p1", config=cfg), "cgroupfs", HOST),
         "image_sub_path", "only an image volume")
+
+
+def _userns(mode: int, uids: list[tuple[int, int, int]], gids: list[tuple[int, int, int]] | None = None,
+            **modes: int) -> pb.PodSandboxConfig:
+    cfg = kubelet_pod()
+    ns = cfg.linux.security_context.namespace_options
+    u = ns.userns_options
+    u.mode = mode
+    for c, h, n in uids:
+        u.uids.add(container_id=c, host_id=h, length=n)
+    for c, h, n in uids if gids is None else gids:
+        u.gids.add(container_id=c, host_id=h, length=n)
+    for kind, m in modes.items():
+        setattr(ns, kind, m)
+    return cfg
+
+
+def test_kubelet_user_namespaces_pass() -> None:
+    """What the kubelet sends for hostUsers: false (65536 ids at a multiple of 65536), and true."""
+    run_pod(_userns(pb.POD, [(0, 65536 * 7, 65536)]))
+    run_pod(_userns(pb.NODE, []))
+
+
+@pytest.mark.parametrize(("mode", "uids", "gids", "modes", "message"), [
+    (pb.POD, [], None, {}, "userns_options.uids: mode POD needs exactly one mapping, got 0"),
+    (pb.POD, [(0, 1000, 10), (10, 5000, 10)], None, {}, "exactly one mapping, got 2"),
+    (pb.POD, [(0, 1000, 10)], [], {}, "userns_options.gids: mode POD needs exactly one mapping"),
+    (pb.POD, [(1, 1000, 10)], None, {}, "uids[0]: container id 0 must be mapped"),
+    (pb.POD, [(0, 1000, 0)], None, {}, "uids[0].length: must be at least 1"),
+    (pb.POD, [(0, 4294967290, 10)], None, {}, "past 4294967294"),
+    (pb.CONTAINER, [], None, {}, "userns_options.mode: CONTAINER is not supported"),
+    (pb.TARGET, [], None, {}, "userns_options.mode: TARGET is not supported"),
+    (pb.NODE, [(0, 1000, 10)], None, {}, "mode NODE takes no mappings"),
+    (pb.POD, [(0, 1000, 10)], None, {"network": pb.NODE}, "namespace_options.network: a pod with its own"),
+    (pb.POD, [(0, 1000, 10)], None, {"ipc": pb.NODE}, "namespace_options.ipc: a pod with its own"),
+])
+def test_bad_user_namespaces(mode: int, uids: list[tuple[int, int, int]],
+                             gids: list[tuple[int, int, int]] | None,
+                             modes: dict[str, int], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=re.escape(message)):
+        run_pod(_userns(mode, uids, gids, **modes))
