@@ -1,4 +1,4 @@
-"""The `cri-shim` command: one module per subcommand (serve, config, images, install, doctor);
+"""The `cri-shim` command: one module per subcommand (serve, config, images, install, doctor, seccomp);
 this one parses and dispatches."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from cri_shim import __version__
-from cri_shim.cli import config, doctor, images, install, serve
+from cri_shim.cli import config, doctor, images, install, seccomp, serve
 from cri_shim.errors import CRIError
 
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_parser(sub)
     install.add_parser(sub)
     doctor.add_parser(sub)
+    seccomp.add_parser(sub)
     return parser
 
 

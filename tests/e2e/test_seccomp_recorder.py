@@ -179,7 +179,8 @@ def test_httpd_recorded_and_replayed(node: DaemonProcess, handler: str, tmp_path
         wait_listening(_pid(node, cid), 8080)
         got = pod.exec(client, ["wget", "-q", "-O-", "http://127.0.0.1:8080/index.html"])
         assert got.exit_code == 0, got
-        node.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=10))
+        # httpd is PID 1 of the container, which ignores SIGTERM: stopped with SIGKILL at once
+        node.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=0))
         return got.stdout.decode(), pod.status(cid).exit_code
 
     recorded = serve_one(create(node, pod, "httpd", serve, record=f"of:httpd-{handler}.json"))
@@ -243,3 +244,23 @@ def test_bad_annotations_are_refused(node: DaemonProcess, tmp_path: Path, busybo
     assert f"pod 'rec-bad-pod': annotation {ANNOTATION}" in str(info.value.details())
     assert node.runtime.ListContainers(pb.ListContainersRequest()).containers == []
     assert not (tmp_path / "recordings").exists() or list((tmp_path / "recordings").iterdir()) == []
+
+
+def test_cli_records_through_the_daemon(node: DaemonProcess, tmp_path: Path, busybox_image: str) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "cli" / "echo.json"
+    argv = [sys.executable, "-m", "cri_shim", "seccomp", "record", "--config", str(node.config_path),
+            "--socket", str(node.socket), "--root-dir", str(node.root_dir), "--state-dir",
+            str(node.state_dir), "--handler", "pyrunc", "--output", str(out), "--", busybox_image,
+            "sh", "-c", "echo recorded; exit 3"]
+    done = subprocess.run(argv, capture_output=True, timeout=120)
+    assert done.returncode == 3, done
+    assert done.stdout == b"recorded\n"
+    assert f"written to {out}".encode() in done.stderr
+    assert "execve" in load(out)["syscalls"][0]["names"]
+    # nothing of the recording is left in the daemon or its recorder directory
+    assert node.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items == []
+    assert list((tmp_path / "recordings").iterdir()) == []
+    assert tracers() == []
