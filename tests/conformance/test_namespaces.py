@@ -135,7 +135,8 @@ def test_idmapped_bind_mount_in_user_namespace(h: Harness) -> None:
     (vol / "data").write_text("hello\n")
     os.chown(vol / "data", 7, 8)
     vol.chmod(0o755)
-    b = h.spec("sh", "-c", "stat -c '%u:%g' /home/app /home/app/data; cat /home/app/data; touch /home/app/made; id -u")
+    b = h.spec("sh", "-c", "stat -c '%u:%g' /home/app /home/app/data; cat /home/app/data; "
+                           "touch /home/app/made; id -u")
     b.user_namespace([(0, 100000, 65536)], [(0, 100000, 65536)])
     b.remove_mount("/sys/fs/cgroup")
     b.bind_mount(str(vol), "/home/app", idmap=([(0, 100000, 65536)], [(0, 100000, 65536)]))
