@@ -21,7 +21,7 @@ from typing import Any
 from cri_shim import mounts
 from cri_shim.config import Config
 from cri_shim.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
-from cri_shim.imaging import artifacts, auth, image_volumes, layers, reference, snapshots
+from cri_shim.imaging import artifacts, auth, image_volumes, layers, reference, registry_client, snapshots
 from cri_shim.imaging.manifests import INDEX_TYPES, chain_ids, parse_json, select_platform
 from cri_shim.imaging.pull_progress import Progress, progress_file
 from cri_shim.imaging.registry_client import RegistryClient
@@ -62,6 +62,8 @@ class ImageManager:
         self.volume_uses: dict[str, str] = {}
 
     async def start(self) -> None:
+        if self.collect_garbage:  # the daemon: the first pull need not load the CA bundle
+            await asyncio.to_thread(registry_client.tls_context)
         self.snap_root.mkdir(parents=True, exist_ok=True)
         self.ctr_root.mkdir(parents=True, exist_ok=True)
         for d in (self.snap_root, self.ctr_root):

@@ -8,6 +8,7 @@ the registry itself.
 from __future__ import annotations
 
 import hashlib
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -42,6 +43,18 @@ def base_urls(domain: str, insecure: list[str], mirrors: dict[str, list[str]],
     return urls
 
 
+_TLS: ssl.SSLContext | None = None
+
+
+def tls_context() -> ssl.SSLContext:
+    """The TLS context every registry client shares. Making one loads the whole CA bundle
+    (about 25 ms); it was made for every pull, half the event loop's time in a small pull."""
+    global _TLS
+    if _TLS is None:
+        _TLS = httpx.create_ssl_context()
+    return _TLS
+
+
 class RegistryClient:
     def __init__(self, ref: Reference, creds: Credentials, insecure: list[str],
                  mirrors: dict[str, list[str]], timeout: float,
@@ -49,7 +62,8 @@ class RegistryClient:
         self.ref = ref
         self.creds = creds
         self.urls = base_urls(ref.domain, insecure, mirrors, servers)
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=True)
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=True,
+                                        verify=tls_context())
         self._auth: dict[str, str] = {}  # base url -> Authorization header value
 
     async def aclose(self) -> None:

@@ -49,6 +49,8 @@ def _ignore(method: str, code: str, seconds: float) -> None:
 class LoggingInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, observe: RPCObserver = _ignore) -> None:
         self._observe = observe
+        # method -> (the servicer's handler, our wrapper of it): wrapped once, not per call
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -59,7 +61,14 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         full = details.method  # "/runtime.v1.RuntimeService/Version"
-        short = full.rsplit("/", 1)[-1]
+        cached = self._wrapped.get(full)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, full.rsplit("/", 1)[-1])
+        self._wrapped[full] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, short: str) -> grpc.RpcMethodHandler:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary, short, self._observe),
