@@ -74,6 +74,10 @@ class ImageProvider(Protocol):
 
     async def release_rootfs(self, container_id: str) -> None: ...
 
+    async def forget_containers_except(self, live: set[str]) -> None:
+        """At start: release what is still recorded for containers not in `live`."""
+        ...
+
     async def mount_volume(self, container_id: str, index: int, ref: str, sub: str = "") -> Path:
         """The image `ref` mounted read-only for the container's image volume `index`; the
         directory `sub` inside it (InvalidArgument when it leaves the image or is missing)."""

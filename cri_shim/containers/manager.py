@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -64,6 +63,7 @@ from cri_shim.runtimes.handler_runtime import ContainerCreate
 from cri_shim.seccomp_recorder.recordings import Recordings
 from cri_shim.stats.rates import CpuRates
 from cri_shim.streaming.stdio import StreamIO
+from cri_shim.trash import Trash
 from oci.errors import ContainerNotFound, OCIRuntimeError
 from oci.spec import Process
 
@@ -126,6 +126,7 @@ class ContainerManager:
         # publish(container_id, pb.ContainerEventType, pod_id)
         self.publish = publish or (lambda cid, kind, pod: None)
         self.dir = Path(config.state_dir) / "containers"
+        self.trash = Trash(Path(config.state_dir) / "trash")  # removed bundles, deleted in the background
         self.exit_dir = handlers.conmon.exit_dir
         self.socket_dir = handlers.conmon.socket_dir
         self.store = ContainerStore(Path(config.root_dir) / "containers.db")
@@ -151,6 +152,7 @@ class ContainerManager:
         else:
             log.warning("inotify unavailable: polling %s every %.1fs", self.exit_dir, EXIT_POLL_INTERVAL)
         await self._recover()
+        self.trash.empty_soon()  # what a crash left there
         self._watcher = asyncio.create_task(self._watch_exits())
 
     async def stop(self) -> None:
@@ -161,6 +163,7 @@ class ContainerManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         self._writer.shutdown(wait=True)
+        await self.trash.close()
         self.store.close()
 
     async def _recover(self) -> None:
@@ -175,6 +178,8 @@ class ContainerManager:
                 if c.status.state != EXITED and not conmon.conmon_alive(Path(c.meta.bundle)):
                     # The monitor died with the container and left no exit code.
                     self._mark_exited(c, 255, "Error", "container monitor (conmon) is gone")
+        # A removal's last writes are not synced: a crash may have kept rows of its rootfs.
+        await self.images.forget_containers_except({c.meta.id for c in self.containers.values()})
 
     # --- helpers --------------------------------------------------------------
 
@@ -420,7 +425,8 @@ class ContainerManager:
                 done = True
         if not done:
             await conmon_cgroup.remove(Path(meta.bundle))  # before the bundle: its record lives there
-        await asyncio.to_thread(shutil.rmtree, meta.bundle, True)
+        await asyncio.to_thread(self.trash.remove, Path(meta.bundle))
+        self.trash.empty_soon()
         with contextlib.suppress(FileNotFoundError):
             (self.exit_dir / meta.id).unlink()
 

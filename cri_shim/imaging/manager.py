@@ -27,6 +27,7 @@ from cri_shim.imaging.pull_progress import Progress, progress_file
 from cri_shim.imaging.registry_client import RegistryClient
 from cri_shim.imaging.store import ContentStore, ImageDB, ImageRecord
 from cri_shim.ports import ResolvedImage, UserNamespace
+from cri_shim.trash import Trash
 
 log = logging.getLogger("cri_shim.images")
 
@@ -48,6 +49,7 @@ class ImageManager:
         self.content = ContentStore(root / "content")
         self.snap_root = root / "snapshots"
         self.ctr_root = root / "rootfs"
+        self.trash = Trash(root / "trash")  # removed rootfs trees, deleted after the call answered
         self.images: dict[str, ImageRecord] = {}
         # digest -> future of an in-flight download; chain -> future of an unpack. A layer
         # unpacked while it downloads is one task, in both.
@@ -75,8 +77,11 @@ class ImageManager:
                 p.unlink(missing_ok=True)
         await asyncio.to_thread(self._gc)
         await self._remount_volumes()
+        if self.collect_garbage:
+            self.trash.empty_soon()  # what a crash left there
 
     async def stop(self) -> None:
+        await self.trash.close()
         self.db.close()
 
     # --- lookup ---------------------------------------------------------------------
@@ -575,11 +580,20 @@ class ImageManager:
         return d / "merged"
 
     async def release_rootfs(self, container_id: str) -> None:
-        d = self.ctr_root / container_id
-        await asyncio.to_thread(mounts.unmount, d / "merged")
-        await asyncio.to_thread(snapshots.release_scratch, d / "l")
-        await asyncio.to_thread(snapshots.remove_tree, d)
-        await asyncio.to_thread(self.db.delete_snapshot, container_id)
+        await asyncio.to_thread(snapshots.remove_container_rootfs, self.ctr_root / container_id,
+                                self.trash.remove)
+        self.trash.empty_soon()
+        await asyncio.to_thread(self.db.delete_snapshot, container_id, False)
+
+    async def forget_containers_except(self, live: set[str]) -> None:
+        """At start, once the containers are known: release what containers removed before a
+        crash may have left recorded (their rows go without an fsync), rootfs and image-volume
+        uses alike, so no image stays in use by a container that no longer exists."""
+        gone = {key.split("/", 1)[0] for key in await asyncio.to_thread(self.db.snapshots)} - live
+        for cid in sorted(gone):
+            log.info("container %s: releasing what its removal left recorded", cid)
+            await self.release_rootfs(cid)
+            await self.release_volumes(cid)
 
     # --- image volumes ---------------------------------------------------------------------------
 

@@ -68,8 +68,14 @@ class ImageDB(SqliteStore):
     def put_snapshot(self, container: str, image: str) -> None:
         self._q("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", (container, image))
 
-    def delete_snapshot(self, container: str) -> None:
-        self._q("DELETE FROM snapshots WHERE container = ?", (container,))
+    def delete_snapshot(self, container: str, durable: bool = True) -> None:
+        """durable=False: the last step of a teardown, whose rootfs is gone already (the next
+        write syncs it; a crash can only bring the row back, and start-up drops it again:
+        ImageManager.forget_containers_except)."""
+        if durable:
+            self._q("DELETE FROM snapshots WHERE container = ?", (container,))
+        else:
+            self.execute_unsynced("DELETE FROM snapshots WHERE container = ?", (container,))
 
     def snapshots(self) -> dict[str, str]:
         return dict(self._q("SELECT container, image FROM snapshots"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import grpc
@@ -94,3 +95,26 @@ def test_failed_teardown_is_finished_at_start_up(broken) -> None:  # noqa: ANN00
     assert not (Path(d.state_dir) / "pods" / pod.id).exists()
     assert_released(d, net)
     shutil.rmtree(Path(d.state_dir) / "pods", ignore_errors=True)
+
+
+def test_rows_a_crash_kept_are_dropped_at_start(cri: DaemonProcess, busybox_image: str) -> None:
+    """RemoveContainer deletes the rootfs row of its image without an fsync (the rootfs is gone
+    by then); a crash can bring the row back. Start-up drops rows of containers that do not
+    exist, rootfs and image-volume uses alike, and whatever rootfs directory is left, so
+    the image is not held 'in use' by nobody."""
+    d = cri
+    image = d.images.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=busybox_image))).image
+    ghost = "ab" * 32
+    d.stop()
+    db = sqlite3.connect(d.root_dir / "images.db")
+    with db:
+        db.execute("INSERT INTO snapshots VALUES (?, ?)", (ghost, image.id))
+        db.execute("INSERT INTO snapshots VALUES (?, ?)", (f"{ghost}/image-volume/0", image.id))
+    db.close()
+    (d.root_dir / "rootfs" / ghost / "upper").mkdir(parents=True)
+    d.start()
+    assert not (d.root_dir / "rootfs" / ghost).exists()
+    db = sqlite3.connect(d.root_dir / "images.db")
+    assert db.execute("SELECT container FROM snapshots").fetchall() == []
+    db.close()
+    d.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image.id)))  # not in use

@@ -1,0 +1,47 @@
+"""cri_shim.trash: a removed tree leaves its place at once and is deleted in the background."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from cri_shim.trash import Trash
+
+
+def make_tree(p: Path) -> Path:
+    (p / "a" / "b").mkdir(parents=True)
+    (p / "a" / "b" / "f").write_text("x")
+    return p
+
+
+def test_remove_moves_then_empty_deletes(tmp_path: Path) -> None:
+    trash = Trash(tmp_path / "trash")
+    tree = make_tree(tmp_path / "ctr1")
+
+    async def go() -> None:
+        trash.remove(tree)
+        assert not tree.exists()
+        assert len(list((tmp_path / "trash").iterdir())) == 1  # moved, not yet deleted
+        trash.empty_soon()
+        trash.empty_soon()  # a second request while one runs is folded in
+        await trash.close()
+
+    asyncio.run(go())
+    assert list((tmp_path / "trash").iterdir()) == []
+
+
+def test_same_name_twice_and_missing(tmp_path: Path) -> None:
+    trash = Trash(tmp_path / "trash")
+    trash.remove(make_tree(tmp_path / "x"))
+    trash.remove(make_tree(tmp_path / "x"))
+    assert len(list((tmp_path / "trash").iterdir())) == 2
+    trash.remove(tmp_path / "never-there")  # nothing to do, no error
+
+
+def test_a_tree_that_cannot_be_moved_is_deleted_in_place(tmp_path: Path) -> None:
+    blocker = tmp_path / "trash"
+    blocker.write_text("a file where the trash directory should be")
+    trash = Trash(blocker)
+    tree = make_tree(tmp_path / "y")
+    trash.remove(tree)
+    assert not tree.exists()
