@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import json
-import os
 from pathlib import Path
 
 import grpc
@@ -13,6 +12,7 @@ import pytest
 
 from cri_shim.criapi import api_pb2 as pb
 from tests.e2e.daemon import DaemonProcess
+from tests.e2e.pods import Pod
 from tests.support.registry import Registry, start_registry, testimages
 
 pytestmark = pytest.mark.root
@@ -231,17 +231,16 @@ def test_concurrent_pulls_fetch_each_blob_once(images: DaemonProcess, tmp_path: 
         reg.stop()
 
 
-def test_image_in_use_cannot_be_removed(images: DaemonProcess, registry: Registry) -> None:
-    image_id = pull(images, registry.image("busybox:latest"))
-    assert os.geteuid() == 0
-    # A container snapshot recorded against the image (as CreateContainer makes one).
-    import sqlite3
-
-    db = sqlite3.connect(images.root_dir / "images.db")
-    db.execute("INSERT INTO snapshots VALUES ('c0ffee', ?)", (image_id,))
-    db.commit()
-    db.close()
-    images.restart()
+def test_image_in_use_cannot_be_removed(cri: DaemonProcess, busybox_image: str, tmp_path: Path) -> None:
+    """A container's rootfs holds its image, across a restart too; once the container is
+    removed the image can go."""
+    d = cri
+    pod = Pod(d, "in-use", "runc", tmp_path / "logs", busybox_image)
+    cid = pod.create("app", ["sleep", "60"])
+    image_id = d.images.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=busybox_image))).image.id
+    d.restart()
     with pytest.raises(grpc.RpcError) as exc:
-        images.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image_id)))
-    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "c0ffee" in exc.value.details()
+        d.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image_id)))
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION and cid[:12] in exc.value.details()
+    d.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=cid))
+    d.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image_id)))
