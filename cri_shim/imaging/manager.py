@@ -50,6 +50,7 @@ class ImageManager:
         self.snap_root = root / "snapshots"
         self.ctr_root = root / "rootfs"
         self.trash = Trash(root / "trash")  # removed rootfs trees, deleted after the call answered
+        self._snapshot_usage: dict[str, tuple[int, int]] = {}  # committed snapshot dir -> (bytes, inodes)
         self.images: dict[str, ImageRecord] = {}
         # digest -> future of an in-flight download; chain -> future of an unpack. A layer
         # unpacked while it downloads is one task, in both.
@@ -660,10 +661,28 @@ class ImageManager:
 
     # --- disk usage ---------------------------------------------------------------------------------
 
-    def fs_usage(self) -> tuple[int, int, int, int]:
+    async def fs_usage(self) -> tuple[int, int, int, int]:
+        """(image bytes, image inodes, container bytes, container inodes) for ImageFsInfo, off the
+        event loop: it walks file trees, and the kubelet asks every few seconds."""
+        return await asyncio.to_thread(self._fs_usage)
+
+    def _fs_usage(self) -> tuple[int, int, int, int]:
         from cri_shim.stats.cgroups import dir_usage
 
-        ib, ii = dir_usage(str(self.snap_root))
+        # A committed snapshot never changes: each is walked once (a 20,000-file layer is
+        # a 100 ms walk); one being unpacked (tmp/ still there) is walked every time.
+        ib, ii = dir_usage(str(self.snap_root), recurse=False)
+        seen = set()
+        for d in self.snap_root.iterdir():
+            seen.add(d.name)
+            got = self._snapshot_usage.get(d.name)
+            if got is None:
+                got = dir_usage(str(d))
+                if (d / "fs").is_dir() and not (d / "tmp").exists():
+                    self._snapshot_usage[d.name] = got
+            ib, ii = ib + got[0], ii + got[1]
+        for name in set(self._snapshot_usage) - seen:
+            self._snapshot_usage.pop(name, None)
         cb, ci = dir_usage(str(self.content.root))
         rb, ri = 0, 0
         for d in self.ctr_root.iterdir():

@@ -90,7 +90,7 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
         return pb.RemoveImageResponse()
 
     async def ImageFsInfo(self, request: pb.ImageFsInfoRequest, context: object) -> pb.ImageFsInfoResponse:
-        ib, ii, cb, ci = self._images.fs_usage()
+        ib, ii, cb, ci = await self._images.fs_usage()
         ts = time.time_ns()
         root = self.services.config.root_dir
         image = pb.FilesystemUsage(timestamp=ts,

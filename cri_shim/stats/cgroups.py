@@ -94,8 +94,9 @@ def read_usage(cgroups_path: str, root: Path = CGROUP_ROOT) -> Usage:
     )
 
 
-def dir_usage(path: str) -> tuple[int, int]:
-    """(bytes, inodes) below path, without following symlinks or crossing mounts."""
+def dir_usage(path: str, recurse: bool = True) -> tuple[int, int]:
+    """(bytes, inodes) below path, without following symlinks or crossing mounts (recurse=False:
+    only the entries of path itself, its subdirectories counted but not entered)."""
     total = inodes = 0
     try:
         dev = os.lstat(path).st_dev
@@ -115,7 +116,7 @@ def dir_usage(path: str) -> tuple[int, int]:
                         continue
                     inodes += 1
                     total += st.st_blocks * 512
-                    if e.is_dir(follow_symlinks=False):
+                    if recurse and e.is_dir(follow_symlinks=False):
                         stack.append(e.path)
         except OSError:
             continue

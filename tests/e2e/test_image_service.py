@@ -244,3 +244,22 @@ def test_image_in_use_cannot_be_removed(cri: DaemonProcess, busybox_image: str, 
     assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION and cid[:12] in exc.value.details()
     d.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=cid))
     d.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image_id)))
+
+
+def test_image_fs_info_follows_pulls_and_removals(images: DaemonProcess, registry: Registry) -> None:
+    """ImageFsInfo walks each committed layer once (they never change) and forgets removed ones."""
+    def usage() -> tuple[int, int]:
+        fs = images.images.ImageFsInfo(pb.ImageFsInfoRequest()).image_filesystems[0]
+        return fs.used_bytes.value, fs.inodes_used.value
+
+    first = pull(images, registry.image("busybox:latest"))
+    before = usage()
+    assert usage() == before  # asked again: the same, from what it learned
+    second = pull(images, registry.image("busybox:nonroot"))  # one more layer (and blobs)
+    more = usage()
+    assert more[0] > before[0] and more[1] > before[1]
+    images.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=second)))
+    assert usage() == before
+    images.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=first)))
+    empty = usage()
+    assert empty[0] < before[0] and empty[1] < before[1]
