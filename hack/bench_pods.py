@@ -13,7 +13,6 @@ Prints p50/p95 per backend and the ratio of each backend's p50 to runc's.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT))  # a script under hack/: the tests package is not 
 from cri_shim.criapi import api_pb2 as pb  # noqa: E402
 from tests.e2e.daemon import DaemonProcess  # noqa: E402
 from tests.support import testimages  # noqa: E402
+from tests.support.cni import write_bridge_network  # noqa: E402
 from tests.support.registry import start_registry  # noqa: E402
 
 
@@ -52,13 +52,7 @@ def main() -> None:
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-pods-"))
     bridge = f"cshb{uuid.uuid4().hex[:6]}"
-    (work / "net.d").mkdir()
-    (work / "net.d" / "10-bench.conflist").write_text(json.dumps({
-        "cniVersion": "1.0.0", "name": "bench", "plugins": [
-            {"type": "bridge", "bridge": bridge, "isGateway": True,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.253.0.0/16"}]],
-                      "dataDir": str(work / "ipam")}},
-            {"type": "loopback"}]}))
+    write_bridge_network(work / "net.d", "bench", bridge, "10.253.0.0/16", work / "ipam")
     reg = start_registry(work / "registry")
     (work / "d").mkdir()
     d = DaemonProcess(work / "d", f'[cni]\nconf_dir = "{work / "net.d"}"\nbin_dirs = ["/usr/lib/cni"]\n')

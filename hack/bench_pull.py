@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))  # a script under hack/: the tests package is not 
 from cri_shim.criapi import api_pb2 as pb  # noqa: E402
 from cri_shim.criapi import api_pb2_grpc  # noqa: E402
 from tests.support import testimages  # noqa: E402
+from tests.support.cni import write_bridge_network  # noqa: E402
 from tests.support.registry import Registry  # noqa: E402
 
 # Where both daemons keep their images. On a node that is /var/lib; on this kind of sandbox
@@ -164,14 +165,7 @@ class RssPeak:
 def start_cri_shim(host: str) -> tuple[subprocess.Popen[bytes], Side]:
     for d in ("root", "state"):
         shutil.rmtree(BASE / d, ignore_errors=True)
-    (BASE / "net.d").mkdir(parents=True, exist_ok=True)
-    (BASE / "net.d" / "10-bench-pull.conflist").write_text(f"""{{
-  "cniVersion": "1.0.0", "name": "bench-pull",
-  "plugins": [{{"type": "bridge", "bridge": "{BRIDGE}", "isGateway": true, "ipMasq": false,
-    "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "10.92.0.0/16"}}]],
-             "dataDir": "{BASE}/cni-ipam"}}}}]
-}}
-""")
+    write_bridge_network(BASE / "net.d", "bench-pull", BRIDGE, "10.92.0.0/16", BASE / "cni-ipam")
     sock = BASE / "cri.sock"
     (BASE / "config.toml").write_text(
         f'socket = "{sock}"\nstate_dir = "{BASE}/state"\nroot_dir = "{BASE}/root"\n'

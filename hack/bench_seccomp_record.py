@@ -43,6 +43,7 @@ from cri_shim.seccomp_recorder import profile, syscall_names  # noqa: E402
 from cri_shim.seccomp_recorder.annotation import ANNOTATION  # noqa: E402
 from tests.e2e.daemon import DaemonProcess  # noqa: E402
 from tests.support import testimages  # noqa: E402
+from tests.support.cni import write_bridge_network  # noqa: E402
 from tests.support.registry import start_registry  # noqa: E402
 
 SERVE = ("mkdir -p /tmp/www && echo hello > /tmp/www/index.html && "
@@ -143,13 +144,7 @@ def main() -> None:
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-seccomp-"))
     bridge = f"cshs{uuid.uuid4().hex[:6]}"
-    (work / "net.d").mkdir()
-    (work / "net.d" / "10-bench.conflist").write_text(json.dumps({
-        "cniVersion": "1.0.0", "name": "bench", "plugins": [
-            {"type": "bridge", "bridge": bridge, "isGateway": True,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.252.0.0/16"}]],
-                      "dataDir": str(work / "ipam")}},
-            {"type": "loopback"}]}))
+    write_bridge_network(work / "net.d", "bench", bridge, "10.252.0.0/16", work / "ipam")
     recordings = work / "recordings"
     reg = start_registry(work / "registry")
     (work / "d").mkdir()

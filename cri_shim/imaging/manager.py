@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -181,30 +182,35 @@ class ImageManager:
             d = layer_descs[i]["digest"]
             await self._layer(client, d, diff_ids[i], chains[i], str(ref), progress, sem)
 
-        # Every layer settles before the pull reports: a failed layer must not let the
-        # pull's clean-up run while a sibling is still unpacking into the snapshot tree.
-        results = await asyncio.gather(*(one(i) for i in range(len(layer_descs))), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise next((e for e in errors if not isinstance(e, asyncio.CancelledError)), errors[0])
+        await _settle([one(i) for i in range(len(layer_descs))])
         progress.done()
         blobs += [config_desc["digest"]] + [d["digest"] for d in layer_descs]
         image_id = str(config_desc["digest"])
-        async with self._lock:
-            rec = self.images.get(image_id) or ImageRecord(id=image_id)
+
+        def fill(rec: ImageRecord) -> None:
             rec.config = image_config
             rec.chain = chains
             rec.blobs = sorted(set(rec.blobs) | set(blobs))
             rec.size = sum(int(d.get("size", 0)) for d in layer_descs) + len(body)
+
+        await self._record(ref, image_id, blobs[0], fill)
+        log.info("pulled %s as %s", ref, image_id)
+        return image_id
+
+    async def _record(self, ref: reference.Reference, image_id: str, manifest_digest: str,
+                      fill: Callable[[ImageRecord], None]) -> None:
+        """Record a pulled image (new, or the one it already was): `fill` sets what the pull
+        learnt, then the tag moves to it and its repo digest is added, and it is stored."""
+        async with self._lock:
+            rec = self.images.get(image_id) or ImageRecord(id=image_id)
+            fill(rec)
             if ref.tag and not ref.digest:
                 await self._move_tag(rec, f"{ref.repository}:{ref.tag}")
-            rd = f"{ref.repository}@{blobs[0]}"
+            rd = f"{ref.repository}@{manifest_digest}"
             if rd not in rec.repo_digests:
                 rec.repo_digests.append(rd)
             await asyncio.to_thread(self.db.put_image, rec)
             self.images[image_id] = rec
-        log.info("pulled %s as %s", ref, image_id)
-        return image_id
 
     async def _pull_artifact(self, ref: reference.Reference, client: RegistryClient, kind: str,
                              plan: list[artifacts.ArtifactLayer], config_desc: dict[str, Any],
@@ -221,26 +227,18 @@ class ImageManager:
                 await self._fetch(client, digest, progress)
 
         digests = [str(config_desc["digest"])] + [layer.digest for layer in plan]
-        results = await asyncio.gather(*(one(d) for d in dict.fromkeys(digests)), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise next((e for e in errors if not isinstance(e, asyncio.CancelledError)), errors[0])
+        await _settle([one(d) for d in dict.fromkeys(digests)])
         chain = f"artifact:{manifest_digest}"
         await self._materialise(chain, plan, str(ref))
         progress.done()
         image_id = manifest_digest
-        async with self._lock:
-            rec = self.images.get(image_id) or ImageRecord(id=image_id)
+
+        def fill(rec: ImageRecord) -> None:
             rec.config, rec.chain, rec.artifact_type = {}, [chain], kind
             rec.blobs = sorted(set(rec.blobs) | set(blobs) | set(digests))
             rec.size = sum(layer.size for layer in plan) + int(config_desc.get("size") or 0) + manifest_size
-            if ref.tag and not ref.digest:
-                await self._move_tag(rec, f"{ref.repository}:{ref.tag}")
-            rd = f"{ref.repository}@{blobs[0]}"
-            if rd not in rec.repo_digests:
-                rec.repo_digests.append(rd)
-            await asyncio.to_thread(self.db.put_image, rec)
-            self.images[image_id] = rec
+
+        await self._record(ref, image_id, blobs[0], fill)
         log.info("pulled %s as %s (an OCI artifact of type %s)", ref, image_id, kind)
         return image_id
 
@@ -690,3 +688,12 @@ class ImageManager:
             rb, ri = rb + b, ri + i
         return ib + cb, ii + ci, rb, ri
 
+
+async def _settle(aws: list[Awaitable[None]]) -> None:
+    """Await all; then raise the first failure (a real error before a cancellation). Every
+    layer settles before a pull reports: a failed one must not let the pull's clean-up run
+    while a sibling still unpacks into the snapshot tree."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise next((e for e in errors if not isinstance(e, asyncio.CancelledError)), errors[0])

@@ -131,27 +131,28 @@ def prepare_mounts(cfg: dict[str, Any], bundle: str, every_bind: bool = False) -
             if wants_idmap(m) or (every_bind and _is_bind(m))]
     if not todo:
         return {}
-    userns_fds: dict[str, int] = {}
+    userns_fds: dict[str, int] = {}  # one user namespace per distinct mapping (or joined path)
+
+    def userns_for(m: dict[str, Any]) -> int:
+        """The user namespace whose mappings an idmapped mount takes: its own mappings, else
+        the container's (the joined namespace, or the mappings of the one it creates)."""
+        uid_maps, gid_maps = m.get("uidMappings"), m.get("gidMappings")
+        joined = next((n.get("path") for n in linux.get("namespaces") or [] if n.get("type") == "user"), None)
+        if not uid_maps and joined:
+            key = "path:" + joined
+            if key not in userns_fds:
+                userns_fds[key] = os.open(joined, os.O_RDONLY | os.O_CLOEXEC)
+            return userns_fds[key]
+        if not uid_maps:
+            uid_maps, gid_maps = linux.get("uidMappings") or [], linux.get("gidMappings") or []
+        key = _map_text(uid_maps) + "|" + _map_text(gid_maps or [])
+        if key not in userns_fds:
+            userns_fds[key] = new_userns(uid_maps, gid_maps or [])
+        return userns_fds[key]
+
     trees: dict[int, int] = {}
     try:
         for i, m in todo:
-            key = ""
-            uid_maps, gid_maps = m.get("uidMappings"), m.get("gidMappings")
-            if not uid_maps and wants_idmap(m):
-                joined = [n.get("path") for n in linux.get("namespaces") or [] if n.get("type") == "user"]
-                if joined and joined[0]:
-                    key = "path:" + joined[0]
-                    if key not in userns_fds:
-                        userns_fds[key] = os.open(joined[0], os.O_RDONLY | os.O_CLOEXEC)
-                else:
-                    uid_maps, gid_maps = linux.get("uidMappings") or [], linux.get("gidMappings") or []
-            if not wants_idmap(m):
-                uid_maps = None
-                key = ""
-            if uid_maps:
-                key = _map_text(uid_maps) + "|" + _map_text(gid_maps or [])
-                if key not in userns_fds:
-                    userns_fds[key] = new_userns(uid_maps, gid_maps or [])
             source = m.get("source") or ""
             if not source.startswith("/"):
                 source = os.path.join(bundle, source)
@@ -159,12 +160,14 @@ def prepare_mounts(cfg: dict[str, Any], bundle: str, every_bind: bool = False) -
             try:
                 fd = sc.open_tree_clone(source, "rbind" in opts)
                 trees[i] = fd
-                if key:
-                    sc.mount_setattr_idmap(fd, userns_fds[key], "ridmap" in opts)
+                if wants_idmap(m):
+                    sc.mount_setattr_idmap(fd, userns_for(m), "ridmap" in opts)
             except OSError as e:
-                raise PyruncError(f"idmapped mount {m.get('destination')} from {source}: {e.strerror}"
+                idmapped = wants_idmap(m)
+                raise PyruncError(f"{'idmapped ' if idmapped else ''}mount {m.get('destination')} from "
+                                  f"{source}: {e.strerror}"
                                   + (" (the file system does not support idmapped mounts)"
-                                     if e.errno == 22 else "")) from None
+                                     if idmapped and e.errno == 22 else "")) from None
         return trees
     except BaseException:
         for fd in trees.values():

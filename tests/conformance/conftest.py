@@ -257,6 +257,15 @@ class Harness:
             time.sleep(0.01)
         return out
 
+    def reachable_by_mapped_root(self) -> None:
+        """Let a user namespace's root reach the bundle: pytest's tmp dirs are 0700."""
+        for parent in [self.tmp, *self.tmp.parents]:
+            if parent == Path("/tmp"):
+                break
+            mode = parent.stat().st_mode
+            if mode & 0o011 != 0o011:  # only where needed: TMPDIR may sit below a read-only /
+                parent.chmod(mode | 0o011)
+
     def cleanup(self) -> list[str]:
         """Force-delete everything this test created and report what was left behind."""
         leftovers: list[str] = []

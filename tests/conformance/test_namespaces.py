@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -101,28 +100,12 @@ def test_user_namespace_with_mappings(h: Harness) -> None:
     b.user_namespace([(0, 100000, 65536)], [(0, 100000, 65536)])
     # cgroupfs cannot be mounted from a user namespace that does not own the cgroup namespace
     b.remove_mount("/sys/fs/cgroup")
-    # the mapped root must be able to reach the bundle: pytest's tmp dirs are 0700
-    for parent in [h.tmp, *h.tmp.parents]:
-        if parent == Path("/tmp"):
-            break
-        mode = parent.stat().st_mode
-        if mode & 0o011 != 0o011:  # only where needed: TMPDIR may sit below a read-only /
-            parent.chmod(mode | 0o011)
+    h.reachable_by_mapped_root()
     result = h.run(b)
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["0", "100000", "65536"], result
     assert lines[1].split() == ["0", "100000", "65536"], result
     assert lines[2] == "0" and lines[3] != _host_ns("user"), result
-
-
-def _reachable_by_mapped_root(h: Harness) -> None:
-    """The mapped root must be able to reach the bundle: pytest's tmp dirs are 0700."""
-    for parent in [h.tmp, *h.tmp.parents]:
-        if parent == Path("/tmp"):
-            break
-        mode = parent.stat().st_mode
-        if mode & 0o011 != 0o011:  # only where needed: TMPDIR may sit below a read-only /
-            parent.chmod(mode | 0o011)
 
 
 @pytest.mark.known_failure("runc", "runc 1.1 has no idmapped mounts (runtime-spec 1.2 mounts[].uidMappings)")
@@ -140,7 +123,7 @@ def test_idmapped_bind_mount_in_user_namespace(h: Harness) -> None:
     b.user_namespace([(0, 100000, 65536)], [(0, 100000, 65536)])
     b.remove_mount("/sys/fs/cgroup")
     b.bind_mount(str(vol), "/home/app", idmap=([(0, 100000, 65536)], [(0, 100000, 65536)]))
-    _reachable_by_mapped_root(h)
+    h.reachable_by_mapped_root()
     result = h.run(b)
     assert result.code == 0, result
     assert result.stdout.splitlines()[:4] == ["0:0", "7:8", "hello", "0"], result

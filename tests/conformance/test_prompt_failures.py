@@ -96,16 +96,6 @@ def _check(r: Refusal, *names: str) -> None:
         assert r.names(*names), f"the message names none of {names}: {r.message!r}"
 
 
-def _user_namespace_reachable(h: Harness) -> None:
-    """A mapped root must be able to reach the bundle: pytest's tmp dirs are 0700."""
-    for parent in [h.tmp, *h.tmp.parents]:
-        if parent == Path("/tmp"):
-            break
-        mode = parent.stat().st_mode
-        if mode & 0o011 != 0o011:  # only where needed: TMPDIR may sit below a read-only /
-            parent.chmod(mode | 0o011)
-
-
 def test_capability_outside_the_bounding_set(fast: Harness) -> None:
     missing = outside_bounding_set()
     if not missing:
@@ -136,7 +126,7 @@ def test_user_outside_the_user_namespace_mappings(fast: Harness) -> None:
     b = fast.spec("true").user(APP_UID, APP_GID)
     b.user_namespace([(0, 100000, 100)], [(0, 100000, 100)])  # 0..99: devpts' gid 5 exists, 1000 not
     b.remove_mount("/sys/fs/cgroup")  # not mountable from a user namespace without a cgroup one
-    _user_namespace_reachable(fast)
+    fast.reachable_by_mapped_root()
     _check(_refused(fast, b), str(APP_UID), "unmapped")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import uuid
@@ -11,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.cni import write_bridge_network
 
 # Subnets start at a pid-derived offset so two test runs at once rarely pick the same one.
 _counter = iter(range(10 + os.getpid() % 120, 250))
@@ -41,17 +42,6 @@ def test_network(tmp_path: Path) -> Iterator[PodNetwork]:
     bridge = f"csh{uuid.uuid4().hex[:8]}"
     net = PodNetwork(tmp_path / "net.d", tmp_path / "ipam", tmp_path / "cni-cache", bridge,
                      f"10.254.{n}.0/24")
-    net.conf_dir.mkdir()
-    (net.conf_dir / "10-test.conflist").write_text(json.dumps({
-        "cniVersion": "1.0.0",
-        "name": "csh-test",
-        "plugins": [
-            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": net.subnet}]],
-                      "dataDir": str(net.ipam_dir)}},
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-            {"type": "loopback"},
-        ],
-    }))
+    write_bridge_network(net.conf_dir, "csh-test", bridge, net.subnet, net.ipam_dir, portmap=True)
     yield net
     subprocess.run(["ip", "link", "del", bridge], capture_output=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,15 +16,28 @@ BACKENDS = ["runc", "crun", "pyrunc"]
 
 
 @pytest.fixture
-def cri(daemon_factory, test_network: PodNetwork, busybox_image: str):
-    d = daemon_factory(test_network.config_toml() + busybox_image_config())
-    d.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=busybox_image)))
+def cri(daemon_factory, test_network: PodNetwork, busybox_image: str) -> Iterator[DaemonProcess]:
+    yield from serving_pods(daemon_factory, test_network, busybox_image)
+
+
+def serving_pods(daemon_factory, network: PodNetwork, image: str,  # noqa: ANN001
+                 extra_config: str = "") -> Iterator[DaemonProcess]:
+    """A daemon on the test's network with `image` pulled (and `extra_config` in its config);
+    its containers and pods are removed afterwards. For fixtures: `yield from serving_pods(...)`."""
+    d = daemon_factory(extra_config + "\n" + network.config_toml() + busybox_image_config())
+    d.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=image)))
     yield d
-    if d.channel is not None:
-        for c in d.runtime.ListContainers(pb.ListContainersRequest()).containers:
-            d.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=c.id))
-        for p in d.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items:
-            d.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=p.id))
+    remove_all(d)
+
+
+def remove_all(d: DaemonProcess) -> None:
+    """Every container, then every pod, of a daemon that still runs."""
+    if d.channel is None:
+        return
+    for c in d.runtime.ListContainers(pb.ListContainersRequest()).containers:
+        d.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=c.id))
+    for p in d.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items:
+        d.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=p.id))
 
 
 def busybox_image_config() -> str:

@@ -8,7 +8,6 @@ annotation, or by their digest) and a tar+gzip layer.
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import grpc
@@ -18,7 +17,7 @@ from cri_shim.criapi import api_pb2 as pb
 from tests.e2e.cni_fixtures import PodNetwork, test_network  # noqa: F401 - fixture
 from tests.e2e.daemon import DaemonProcess
 from tests.e2e.pods import BACKENDS, Pod
-from tests.e2e.test_image_volumes import volume, volume_mounts
+from tests.e2e.test_image_volumes import volume, volume_mounts, volume_mounts_gone
 from tests.support.registry import Registry
 from tests.support.testimages import OCI_LAYER_GZ, ArtifactFile, Layer, Pusher, TarBuilder, sha
 
@@ -121,10 +120,7 @@ def test_artifact_volumes(cri: DaemonProcess, handler: str, tmp_path: Path, test
     # after the container, the artifact goes, blobs and snapshot with it
     cri.runtime.StopContainer(pb.StopContainerRequest(container_id=a, timeout=2))
     cri.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=a))
-    deadline = time.monotonic() + 5
-    while volume_mounts(cri) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert volume_mounts(cri) == []
+    assert volume_mounts_gone(cri)
     cri.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=artifact)))
     assert image_id not in [i.id for i in cri.images.ListImages(pb.ListImagesRequest()).images]
     blobs, _, rows = store(cri)

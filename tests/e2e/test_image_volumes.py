@@ -38,6 +38,15 @@ def volume_mounts(d: DaemonProcess) -> list[str]:
             if line.split()[1].startswith(prefix)]
 
 
+def volume_mounts_gone(d: DaemonProcess, timeout: float = 5.0) -> bool:
+    """Whether the image-volume mounts are all gone within timeout (they go with the last
+    container using them, after its removal answers)."""
+    deadline = time.monotonic() + timeout
+    while volume_mounts(d) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return volume_mounts(d) == []
+
+
 @pytest.mark.parametrize("handler", BACKENDS)
 def test_image_volumes(cri: DaemonProcess, handler: str, tmp_path: Path, test_network: PodNetwork,  # noqa: F811
                        busybox_image: str, data_image: str) -> None:
@@ -98,8 +107,5 @@ def test_image_volumes(cri: DaemonProcess, handler: str, tmp_path: Path, test_ne
     for cid in (a, b):
         cri.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=2))
         cri.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=cid))
-    deadline = time.monotonic() + 5
-    while volume_mounts(cri) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert volume_mounts(cri) == []
+    assert volume_mounts_gone(cri)
     cri.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=data_image)))

@@ -13,7 +13,7 @@ import pytest
 from cri_shim.criapi import api_pb2 as pb
 from tests.e2e.cni_fixtures import PodNetwork, test_network  # noqa: F401 - fixture
 from tests.e2e.daemon import DaemonProcess
-from tests.e2e.pods import BACKENDS, Pod, busybox_image_config
+from tests.e2e.pods import BACKENDS, Pod, serving_pods
 
 pytestmark = pytest.mark.root
 
@@ -37,14 +37,7 @@ def cdi_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def node(daemon_factory, test_network: PodNetwork, busybox_image: str, cdi_dir: Path):  # noqa: F811
-    d = daemon_factory(f'cdi_spec_dirs = ["{cdi_dir}"]\n' + test_network.config_toml()
-                       + busybox_image_config())
-    d.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=busybox_image)))
-    yield d
-    for c in d.runtime.ListContainers(pb.ListContainersRequest()).containers:
-        d.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=c.id))
-    for p in d.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items:
-        d.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=p.id))
+    yield from serving_pods(daemon_factory, test_network, busybox_image, f'cdi_spec_dirs = ["{cdi_dir}"]\n')
 
 
 def create(d: DaemonProcess, pod: Pod, cfg: pb.ContainerConfig) -> str:

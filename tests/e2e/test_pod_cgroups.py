@@ -23,6 +23,7 @@ import pytest
 from cri_shim.criapi import api_pb2 as pb
 from tests.e2e.cni_fixtures import PodNetwork, test_network  # noqa: F401 - fixture
 from tests.e2e.daemon import DaemonProcess
+from tests.e2e.pods import remove_all
 
 pytestmark = pytest.mark.root
 
@@ -147,11 +148,7 @@ def cri(daemon_factory, test_network: PodNetwork,  # noqa: F811
     made: list[DaemonProcess] = []
     yield made
     for d in made:
-        if d.channel is not None:
-            for c in d.runtime.ListContainers(pb.ListContainersRequest()).containers:
-                d.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=c.id))
-            for p in d.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items:
-                d.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=p.id))
+        remove_all(d)
 
 
 def run_pod(d: DaemonProcess, cfg: pb.PodSandboxConfig, handler: str = "") -> str:

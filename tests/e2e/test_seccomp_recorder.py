@@ -19,7 +19,7 @@ from cri_shim.criapi import api_pb2 as pb
 from cri_shim.seccomp_recorder.annotation import ANNOTATION
 from tests.e2e.cni_fixtures import PodNetwork, test_network  # noqa: F401 - fixture
 from tests.e2e.daemon import DaemonProcess
-from tests.e2e.pods import Pod, busybox_image_config
+from tests.e2e.pods import Pod, serving_pods
 
 pytestmark = pytest.mark.root
 
@@ -56,15 +56,8 @@ exit 7
 
 @pytest.fixture
 def node(daemon_factory, test_network: PodNetwork, busybox_image: str, tmp_path: Path):  # noqa: F811
-    d = daemon_factory(test_network.config_toml() + busybox_image_config()
-                       + f'\n[seccomp]\nrecorder_dir = "{tmp_path / "recordings"}"\n')
-    d.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=busybox_image)))
-    yield d
-    if d.channel is not None:
-        for c in d.runtime.ListContainers(pb.ListContainersRequest()).containers:
-            d.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=c.id))
-        for p in d.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items:
-            d.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=p.id))
+    yield from serving_pods(daemon_factory, test_network, busybox_image,
+                            f'[seccomp]\nrecorder_dir = "{tmp_path / "recordings"}"\n')
     assert tracers() == [], "a tracer was left behind"
 
 
