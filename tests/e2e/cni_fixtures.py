@@ -42,6 +42,7 @@ def test_network(tmp_path: Path) -> Iterator[PodNetwork]:
     bridge = f"csh{uuid.uuid4().hex[:8]}"
     net = PodNetwork(tmp_path / "net.d", tmp_path / "ipam", tmp_path / "cni-cache", bridge,
                      f"10.254.{n}.0/24")
-    write_bridge_network(net.conf_dir, "csh-test", bridge, net.subnet, net.ipam_dir, portmap=True)
+    write_bridge_network(net.conf_dir, "csh-test", bridge, net.subnet, net.ipam_dir, portmap=True,
+                         file_name="10-test.conflist")
     yield net
     subprocess.run(["ip", "link", "del", bridge], capture_output=True)
