@@ -183,7 +183,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
                "cgroups": cg, "config": cfg}
         st_mod.save(root, rec)
         if pid_file:
-            st_mod.write_atomic(os.path.abspath(pid_file), str(init_pid).encode(), 0o644)
+            st_mod.write_pid_file(pid_file, init_pid)
         parent.tell("OK")  # recorded: the init may wait for `start` now
         parent.close()
         return rec

@@ -124,7 +124,7 @@ def run(root: str, cid: str, proc: dict[str, Any], pid_file: str | None, detach:
     if not pid:
         raise PyruncError("exec: the setup process died")
     if pid_file:
-        st_mod.write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
+        st_mod.write_pid_file(pid_file, pid)
     if detach:
         return 0
     if proxy is not None:
