@@ -36,6 +36,7 @@ from typing import IO
 from zlib_ng import gzip_ng, zlib_ng
 
 from cri_shim.errors import FailedPrecondition, InvalidArgument
+from cri_shim.imaging.tar_headers import next_member
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -115,6 +116,12 @@ class _ForwardReader:
         self.i += len(data)
         self.pos += len(data)
         return data
+
+    def peek(self, n: int) -> bytes:
+        """The next n bytes (fewer at the end), left unread."""
+        while len(self.buf) - self.i < n and self._fill():
+            pass
+        return self.buf[self.i:self.i + n]
 
     def tell(self) -> int:
         return self.pos
@@ -239,10 +246,33 @@ def _apply_meta(dfd: int, leaf: str, m: tarfile.TarInfo, is_link: bool) -> None:
     os.utime(leaf, (m.mtime, m.mtime), dir_fd=dfd, follow_symlinks=False)
 
 
-def _apply_meta_fd(fd: int, m: tarfile.TarInfo) -> None:
-    """_apply_meta for a regular file still open: no path lookups."""
-    os.fchown(fd, m.uid, m.gid)
-    os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears set-id bits
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask would, for every thread)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777  # unknown: every file gets its fchmod
+
+
+_ROOT = os.geteuid() == 0
+
+
+def _create_mode(m: tarfile.TarInfo) -> int:
+    return m.mode & 0o777
+
+
+def _apply_meta_fd(fd: int, m: tarfile.TarInfo, umask: int) -> None:
+    """_apply_meta for a regular file still open (created with _create_mode): no path lookups,
+    and no chown or chmod that would change nothing, two of a small file's six syscalls."""
+    if m.uid or m.gid or not _ROOT:  # root's new file is 0:0 (its parents are 0755 until the end)
+        os.fchown(fd, m.uid, m.gid)
+    mode = m.mode & 0o7777
+    if mode != _create_mode(m) & ~umask:  # set-id bits, or masked ones; after chown, which clears set-id
+        os.fchmod(fd, mode)
     for key, value in (m.pax_headers or {}).items():
         if key.startswith("SCHILY.xattr."):
             try:
@@ -265,6 +295,7 @@ def unpack_stream(raw: IO[bytes], dest: Path, layer: str) -> tuple[str, int]:
     root = str(dest)
     total = 0
     dirs: list[tuple[list[str], tarfile.TarInfo]] = []
+    umask = _umask()
     try:
         reader = HashingReader(_decompressed(raw))
         fwd = _ForwardReader(reader)  # type: ignore[arg-type]
@@ -275,7 +306,7 @@ def unpack_stream(raw: IO[bytes], dest: Path, layer: str) -> tuple[str, int]:
         cached_parent: list[str] | None = None
         dfd = -1
         try:
-            while (m := tar.next()) is not None:
+            while (m := next_member(tar, fwd)) is not None:
                 tar.members.clear()  # nothing looks members up again: 20,000 headers need not stay
                 parts = _clean_parts(m.name, layer)
                 if not parts:
@@ -298,10 +329,10 @@ def unpack_stream(raw: IO[bytes], dest: Path, layer: str) -> tuple[str, int]:
                 if m.isreg():
                     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
                     try:
-                        fd = os.open(leaf, flags, 0o600, dir_fd=dfd)
+                        fd = os.open(leaf, flags, _create_mode(m), dir_fd=dfd)
                     except FileExistsError:  # an earlier member of the same name: replaced
                         _remove_existing(dfd, leaf, keep_dir=False)
-                        fd = os.open(leaf, flags, 0o600, dir_fd=dfd)
+                        fd = os.open(leaf, flags, _create_mode(m), dir_fd=dfd)
                     try:
                         if m.sparse is None:
                             fwd.seek(m.offset_data)
@@ -311,7 +342,7 @@ def unpack_stream(raw: IO[bytes], dest: Path, layer: str) -> tuple[str, int]:
                             assert src is not None
                             while chunk := src.read(READ_SIZE):
                                 os.write(fd, chunk)
-                        _apply_meta_fd(fd, m)
+                        _apply_meta_fd(fd, m, umask)
                     finally:
                         os.close(fd)
                     total += m.size
