@@ -19,7 +19,10 @@ one at a time:
 - pod + container from scratch (`-n`): RunPodSandbox to a started container (teardown untimed).
 
 Prints median and p95 per operation and each side's median ratio (cri-shim / containerd; < 1:
-cri-shim faster). `--scale` adds: ListContainers / ListPodSandbox p50/p99 with
+cri-shim faster), and the RPC floor: an empty call (Version) on each side and on two bare
+grpc-python servers the script starts (grpc.aio and the thread-pool server, nothing but
+Version), which shows what any Python gRPC server costs per call before any work.
+`--scale` adds: ListContainers / ListPodSandbox p50/p99 with
 `--scale-pods` pods of `--scale-per-pod` containers each (one running `top`, the rest created,
 never started; cri-shim runs the runtime's `create` at CreateContainer, so each created one has
 its conmon and runtime init, containerd's has no process yet), and before the created ones are
@@ -34,7 +37,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -187,6 +192,65 @@ def interleave(sides: list[Side], n: int, sample: Callable[[Side, int], None], l
     print(f"  {label}: {n} samples per side in {time.monotonic() - t0:.0f}s", flush=True)
 
 
+def empty_call(side: Side, i: int) -> None:
+    for _ in range(10):
+        timed(side, "Version", lambda: side.rt.Version(pb.VersionRequest()))
+
+
+# A server with nothing but Version: what grpc-python itself costs per call, for comparison.
+BARE_SERVER = """
+import asyncio, sys
+from concurrent import futures
+import grpc
+from cri_shim.criapi import api_pb2 as pb, api_pb2_grpc as pbg
+reply = pb.VersionResponse(version="0.1.0", runtime_name="bare", runtime_version="0",
+                           runtime_api_version="v1")
+class Sync(pbg.RuntimeServiceServicer):
+    def Version(self, request, context):
+        return reply
+class Aio(pbg.RuntimeServiceServicer):
+    async def Version(self, request, context):
+        return reply
+async def aio():
+    server = grpc.aio.server()
+    pbg.add_RuntimeServiceServicer_to_server(Aio(), server)
+    server.add_insecure_port("unix:" + sys.argv[2])
+    await server.start()
+    await server.wait_for_termination()
+if sys.argv[1] == "aio":
+    asyncio.run(aio())
+else:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pbg.add_RuntimeServiceServicer_to_server(Sync(), server)
+    server.add_insecure_port("unix:" + sys.argv[2])
+    server.start()
+    server.wait_for_termination()
+"""
+
+
+def bare_floor(kind: str, calls: int) -> float:
+    """Median ms of Version on a bare grpc-python server (`aio` or `sync`) started here."""
+    with tempfile.TemporaryDirectory() as d:
+        sock = f"{d}/bare.sock"
+        proc = subprocess.Popen([sys.executable, "-c", BARE_SERVER, kind, sock],
+                                cwd=Path(__file__).resolve().parent.parent)
+        try:
+            side = None
+            deadline = time.monotonic() + 20
+            while side is None:
+                got = connect(f"bare grpc {kind} server", f"unix://{sock}", "") if Path(sock).exists() else ""
+                side = got if isinstance(got, Side) else None
+                if side is None and time.monotonic() > deadline:
+                    raise SystemExit(f"the bare {kind} server did not start")
+                time.sleep(0.05)
+            for i in range(max(1, calls // 10)):
+                empty_call(side, i)
+            return statistics.median(side.samples["Version"])
+        finally:
+            proc.terminate()
+            proc.wait()
+
+
 # ------------------------------------------------------------------------------ the table
 
 ROWS: list[tuple[str, list[str]]] = [
@@ -205,6 +269,7 @@ ROWS: list[tuple[str, list[str]]] = [
     ("RemovePodSandbox", ["RemovePodSandbox"]),
     ("pod lifecycle (4 ops)", ["pod lifecycle (4 ops)"]),
     ("pod + container from scratch", ["pod + container from scratch"]),
+    ("Version (an empty call: the RPC floor)", ["Version"]),
 ]
 
 
@@ -404,7 +469,7 @@ def main() -> None:
     ap.add_argument("--handler", default="", help="cri-shim's runtime handler (default: its default, runc)")
     ap.add_argument("-n", type=int, default=100, help="container and pod lifecycles per side")
     ap.add_argument("--images", type=int, default=50, help="image pull cycles per side")
-    ap.add_argument("--only", default="", help="comma list of: containers,pods,images,scratch")
+    ap.add_argument("--only", default="", help="comma list of: containers,pods,images,scratch,floor")
     ap.add_argument("--scale", action="store_true", help="also the scale figures (slow)")
     ap.add_argument("--scale-only", action="store_true", help="only the scale figures")
     ap.add_argument("--scale-pods", type=int, default=100)
@@ -426,7 +491,7 @@ def main() -> None:
     for s in sides:
         ensure_image(s, IMAGE)
     if not a.scale_only:
-        only = set(a.only.split(",")) if a.only else {"containers", "pods", "images", "scratch"}
+        only = set(a.only.split(",")) if a.only else {"containers", "pods", "images", "scratch", "floor"}
         # One warm-up of each kind, not recorded.
         for s in sides:
             for fn in (container_lifecycle, pod_lifecycle, image_cycle, from_scratch):
@@ -440,7 +505,14 @@ def main() -> None:
             interleave(sides, a.images, image_cycle, "image cycles")
         if "scratch" in only:
             interleave(sides, a.n, from_scratch, "pod + container from scratch")
+        if "floor" in only:
+            interleave(sides, a.n * 2, empty_call, "empty calls (Version x10)")
         report(sides)
+        if "floor" in only:
+            bare = {kind: bare_floor(kind, a.n * 20) for kind in ("aio", "sync")}
+            print(f"\nthe same Version call on a bare grpc-python {grpc.__version__} server (no interceptor, "
+                  f"no handler work), started here: grpc.aio {fmt(bare['aio'])} ms, "
+                  f"sync (thread pool) {fmt(bare['sync'])} ms")
     if a.scale or a.scale_only:
         print()
         for s in sides:

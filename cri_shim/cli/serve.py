@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
-from cri_shim import logs
+from cri_shim import logs, malloc_arenas
 from cri_shim.cli.config import add_config_flags, effective_config
 
 
@@ -18,6 +18,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    malloc_arenas.limit()  # before the daemon's imports and threads allocate
     from cri_shim.daemon import Daemon, SocketInUse
 
     cfg = effective_config(args)

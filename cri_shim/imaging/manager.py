@@ -579,10 +579,12 @@ class ImageManager:
         return d / "merged"
 
     async def release_rootfs(self, container_id: str) -> None:
-        await asyncio.to_thread(snapshots.remove_container_rootfs, self.ctr_root / container_id,
-                                self.trash.remove)
+        def release() -> None:  # one thread hop for the tree and its row (the row goes unsynced)
+            snapshots.remove_container_rootfs(self.ctr_root / container_id, self.trash.remove)
+            self.db.delete_snapshot(container_id, False)
+
+        await asyncio.to_thread(release)
         self.trash.empty_soon()
-        await asyncio.to_thread(self.db.delete_snapshot, container_id, False)
 
     async def forget_containers_except(self, live: set[str]) -> None:
         """At start, once the containers are known: release what containers removed before a
