@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: cold image pulls of real size, cri-shim beside containerd 1.6, in one run.
 
-    .venv/bin/python hack/bench_pull.py [--runs 3] [--no-containerd] [--fs ext4|host] [--keep]
+    .venv/bin/python hack/bench_pull.py [--runs 3] [--no-containerd] [--fs ext4|host] [--huge-mib N] [--keep]
 
 Builds the images itself (seeded random data, nothing downloaded), pushes them to a
 Debian docker-registry it starts on 127.0.0.1:5055, starts a cri-shim daemon of its own
@@ -18,6 +18,7 @@ no deletion is still running when the next pull is timed), interleaving the two 
   5x large     5 concurrent cold pulls of large-gzip (one download expected)
   large+small  large-gzip and small-files pulled at the same time (do they starve?):
                the time until both are done, and each one's own time in the detail lines
+  huge-gzip    with --huge-mib N: one layer of N files of 1 MiB (does memory grow with it?)
 
 Both sides are driven through the same CRI gRPC client (runtime.v1 ImageService).
 
@@ -75,10 +76,10 @@ BRIDGE = "crishimbp0"
 
 # --- images --------------------------------------------------------------------------------------
 
-def large_layer(i: int) -> bytes:
+def large_layer(i: int, files: int = 50) -> bytes:
     rnd = random.Random(1000 + i)
     t = testimages.TarBuilder().dir(f"big{i}")
-    for j in range(50):
+    for j in range(files):
         half = 512 << 10
         text = (b"layer %d file %d: the quick brown fox jumps over the lazy dog\n" % (i, j)) * 9000
         t.file(f"big{i}/f{j:02d}", rnd.randbytes(half) + text[:half])
@@ -97,7 +98,7 @@ def small_layer(i: int) -> bytes:
     return t.bytes()
 
 
-def build_and_push(host: str) -> dict[str, str]:
+def build_and_push(host: str, huge_mib: int = 0) -> dict[str, str]:
     """Push the images (a registry that already has them skips the blobs); return name -> ref."""
     p = testimages.Pusher(host)
     t = time.perf_counter()
@@ -118,8 +119,15 @@ def build_and_push(host: str) -> dict[str, str]:
           f"zstd / {sum(len(x.tar) for x in gz) / 1e6:.0f} MB unpacked; small "
           f"{sum(len(x.blob) for x in sm) / 1e6:.1f} MB gzip / {sum(len(x.tar) for x in sm) / 1e6:.0f} MB "
           "unpacked, 20,000 files", flush=True)
-    return {"large-gzip": f"{host}/bench/large:gzip", "large-zstd": f"{host}/bench/large:zstd",
+    refs = {"large-gzip": f"{host}/bench/large:gzip", "large-zstd": f"{host}/bench/large:zstd",
             "small-files": f"{host}/bench/small:gzip"}
+    if huge_mib:
+        huge = testimages.Layer(large_layer(99, huge_mib), level=1)
+        p.image("bench/huge", f"gzip-{huge_mib}m", [huge])
+        refs["huge-gzip"] = f"{host}/bench/huge:gzip-{huge_mib}m"
+        print(f"huge: one layer of {len(huge.tar) >> 20} MiB unpacked, {len(huge.blob) / 1e6:.0f} MB gzip",
+              flush=True)
+    return refs
 
 
 # --- the two daemons -----------------------------------------------------------------------------
@@ -309,6 +317,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="leave cri-shim and the registry running")
     ap.add_argument("--dir", type=Path, default=BASE,
                     help="where cri-shim's (and a containerd started here: <dir>/containerd) state goes")
+    ap.add_argument("--huge-mib", type=int, default=0,
+                    help="also pull an image of one layer this large (MiB unpacked; bounded memory?)")
     ap.add_argument("--fs", choices=("ext4", "host"), default="ext4",
                     help="ext4: a fresh journaled ext4 mounted on --dir for the run; host: --dir as it is")
     a = ap.parse_args()
@@ -333,7 +343,7 @@ def run(a: argparse.Namespace) -> None:
     proc = None
     started_containerd = False
     try:
-        refs = build_and_push(reg.host)
+        refs = build_and_push(reg.host, a.huge_mib)
         proc, ours = start_cri_shim(reg.host)
         sides = [ours]
         if not a.no_containerd:
@@ -344,10 +354,13 @@ def run(a: argparse.Namespace) -> None:
             "large-gzip": single(lg), "large-zstd": single(refs["large-zstd"]), "small-files": single(sm),
             "5x large-gzip": concurrent([lg] * 5), "large+small": concurrent([lg, sm]),
         }
+        if "huge-gzip" in refs:
+            scenarios["huge-gzip"] = single(refs["huge-gzip"])
         if a.only:
             scenarios = {k: v for k, v in scenarios.items() if k in a.only.split(",")}
         idle = {s.name: s.rss() for s in sides}
         peak = {s.name: 0 for s in sides}
+        peaks: dict[tuple[str, str], int] = {}  # (scenario, side) -> its own peak
         results: dict[tuple[str, str], list[list[float]]] = {}
         try:
             for name, scen in scenarios.items():
@@ -359,6 +372,7 @@ def run(a: argparse.Namespace) -> None:
                         with RssPeak(s) as rp:
                             r = scen(s)
                         peak[s.name] = max(peak[s.name], rp.peak)
+                        peaks[(name, s.name)] = max(peaks.get((name, s.name), 0), rp.peak)
                         results.setdefault((name, s.name), []).append(r)
                         each = " ".join(f"{x:.2f}" for x in r[1:])
                         detail = f"  (each: {each})" if each else ""
@@ -379,7 +393,9 @@ def run(a: argparse.Namespace) -> None:
                 out.write(row + " |\n")
             for n in names:
                 out.write(f"\npeak RSS {n}: {peak[n] / 2**20:.0f} MiB (idle {idle[n] / 2**20:.0f} MiB, "
-                          f"+{(peak[n] - idle[n]) / 2**20:.0f} MiB)")
+                          f"+{(peak[n] - idle[n]) / 2**20:.0f} MiB); per scenario: " + ", ".join(
+                              f"{sc} +{(v - idle[n]) / 2**20:.0f}" for (sc, side), v in peaks.items()
+                              if side == n))
             print(out.getvalue() + "\n", flush=True)
     finally:
         if proc is not None and not a.keep:
