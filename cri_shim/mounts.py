@@ -9,6 +9,7 @@ and drives the managers' mount logic without root.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from pathlib import Path
 
@@ -20,6 +21,8 @@ MS_NODEV = 0x4
 MS_NOEXEC = 0x8
 # umount2(2) flags
 MNT_DETACH = 0x2
+UMOUNT_NOFOLLOW = 0x8
+MAX_STACKED = 64  # mounts stacked at one path that unmount() takes off
 
 MOUNTINFO = "/proc/self/mountinfo"
 
@@ -106,12 +109,18 @@ def is_mounted(path: Path) -> bool:
 
 
 def unmount(path: Path) -> None:
-    """Detach every mount stacked at path; a user still inside keeps its view."""
-    while is_mounted(path):
+    """Detach every mount stacked at path (a symlink there is not followed); a user still
+    inside keeps its view. umount2 itself says when nothing is left: EINVAL (not a mount
+    point), or ENOENT/ENOTDIR (no such path). Asking /proc/self/mountinfo first cost a
+    read and parse of the whole table per call (~0.3 ms of each RemoveContainer here)."""
+    for _ in range(MAX_STACKED):
         try:
-            host.umount2(str(path), MNT_DETACH)
+            host.umount2(str(path), MNT_DETACH | UMOUNT_NOFOLLOW)
         except OSError as e:
+            if e.errno in (errno.EINVAL, errno.ENOENT, errno.ENOTDIR):
+                return
             raise Internal(f"unmounting {path}: {e.strerror}") from None
+    raise Internal(f"unmounting {path}: still mounted after {MAX_STACKED} unmounts")
 
 
 def idmapped_bind(source: Path, target: Path, userns: Path) -> None:
