@@ -533,7 +533,7 @@ class ImageManager:
         for chain, n, _ in self.db.layers():
             if chain not in live_chains:
                 snapshots.remove_tree(self.snapshot_dir(n))
-                self.db.delete_layer(chain)
+                self.db.delete_layer(chain, durable=False)  # its tree is gone: a row of nothing
         known = {str(n) for _, n, _ in self.db.layers()}
         for d in self.snap_root.iterdir():
             if d.name not in known:

@@ -62,8 +62,14 @@ class ImageDB(SqliteStore):
     def layers(self) -> list[tuple[str, int, int | None]]:
         return [(c, n, s) for c, n, s in self._q("SELECT chain, n, size FROM layers")]
 
-    def delete_layer(self, chain: str) -> None:
-        self._q("DELETE FROM layers WHERE chain = ?", (chain,))
+    def delete_layer(self, chain: str, durable: bool = True) -> None:
+        """durable=False: after its snapshot tree is gone (garbage collection); a crash can
+        only bring back a row of nothing, which the start-up collection drops again before
+        any pull could take it for a committed layer."""
+        if durable:
+            self._q("DELETE FROM layers WHERE chain = ?", (chain,))
+        else:
+            self.execute_unsynced("DELETE FROM layers WHERE chain = ?", (chain,))
 
     def put_snapshot(self, container: str, image: str) -> None:
         self._q("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", (container, image))

@@ -116,3 +116,24 @@ def test_image_manager_keeps_the_record_when_the_overlay_is_busy(host: FakeHost,
         await m.stop()
 
     asyncio.run(run())
+
+
+def test_layer_rows_a_crash_brought_back_are_dropped_at_start(host: FakeHost, tmp_path: Path) -> None:
+    """The garbage collection deletes a layer's row without an fsync once its tree is gone;
+    a crash can bring the row back, and the next start must drop it before any pull could
+    take it for a committed layer."""
+    async def run() -> None:
+        cfg = Config(state_dir=str(tmp_path / "state"), root_dir=str(tmp_path / "root"))
+        m = ImageManager(cfg)
+        kept = "sha256:" + "a" * 64
+        n_kept = m.db.reserve_layer(kept)
+        (m.snapshot_dir(n_kept) / "fs").mkdir(parents=True)
+        m.db.put_image(ImageRecord(id="sha256:" + "b" * 64, chain=[kept]))
+        n_gone = m.db.reserve_layer("sha256:" + "c" * 64)  # the row of nothing: no tree, no image
+        assert not m.snapshot_dir(n_gone).exists()
+        await m.start()
+        assert [(c, n) for c, n, _ in m.db.layers()] == [(kept, n_kept)]
+        assert (m.snapshot_dir(n_kept) / "fs").is_dir()
+        await m.stop()
+
+    asyncio.run(run())
