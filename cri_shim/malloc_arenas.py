@@ -5,7 +5,7 @@ per core, and memory freed in one arena is reused only by the threads bound to i
 daemon's pulls run a thread per layer (decompressing, hashing, writing 256 KiB chunks)
 beside the event loop and gRPC's threads, so each pull left its high-water mark in another
 arena: measured with `hack/bench_pull.py`, the peak RSS above idle during cold pulls was
-+37 MiB with the default and +25 MiB with two arenas, at the same pull times.
++37 MiB with the default and +27 MiB with two arenas, at the same pull times.
 """
 
 from __future__ import annotations

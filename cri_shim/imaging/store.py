@@ -38,6 +38,14 @@ class ImageDB(SqliteStore):
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self.execute(sql, args)
 
+    def _delete(self, sql: str, args: tuple[Any, ...], durable: bool) -> None:
+        """A row's deletion; durable=False (execute_unsynced) only for a row whose objects
+        are gone already, which a crash can bring back as a row of nothing."""
+        if durable:
+            self._q(sql, args)
+        else:
+            self.execute_unsynced(sql, args)
+
     def put_image(self, rec: ImageRecord) -> None:
         self._q("INSERT OR REPLACE INTO images VALUES (?, ?)", (rec.id, json.dumps(rec.__dict__)))
 
@@ -66,10 +74,7 @@ class ImageDB(SqliteStore):
         """durable=False: after its snapshot tree is gone (garbage collection); a crash can
         only bring back a row of nothing, which the start-up collection drops again before
         any pull could take it for a committed layer."""
-        if durable:
-            self._q("DELETE FROM layers WHERE chain = ?", (chain,))
-        else:
-            self.execute_unsynced("DELETE FROM layers WHERE chain = ?", (chain,))
+        self._delete("DELETE FROM layers WHERE chain = ?", (chain,), durable)
 
     def put_snapshot(self, container: str, image: str) -> None:
         self._q("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", (container, image))
@@ -78,10 +83,7 @@ class ImageDB(SqliteStore):
         """durable=False: the last step of a teardown, whose rootfs is gone already (the next
         write syncs it; a crash can only bring the row back, and start-up drops it again:
         ImageManager.forget_containers_except)."""
-        if durable:
-            self._q("DELETE FROM snapshots WHERE container = ?", (container,))
-        else:
-            self.execute_unsynced("DELETE FROM snapshots WHERE container = ?", (container,))
+        self._delete("DELETE FROM snapshots WHERE container = ?", (container,), durable)
 
     def snapshots(self) -> dict[str, str]:
         return dict(self._q("SELECT container, image FROM snapshots"))
