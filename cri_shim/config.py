@@ -101,6 +101,9 @@ class Config:
     state_dir: str = DEFAULT_STATE_DIR
     root_dir: str = DEFAULT_ROOT_DIR
     log_level: str = "info"
+    # What answers the CRI socket: "builtin" (cri_shim/server/grpc_server.py, the event loop's
+    # own HTTP/2), or "grpcio" (grpc-python's server: slower per call, the fallback).
+    grpc_server: str = "builtin"
     # "text", or "json": one object per line with the request's pod and container ids
     log_format: str = "text"
     cgroup_driver: str = "cgroupfs"
@@ -146,6 +149,8 @@ class Config:
             )
         check_conmon_setting(self.conmon_cgroup, self.cgroup_driver)
         _check_streaming(self.streaming)
+        if self.grpc_server not in ("builtin", "grpcio"):
+            raise InvalidArgument(f"config: grpc_server {self.grpc_server!r} is not one of builtin, grpcio")
         if self.log_format not in ("text", "json"):
             raise InvalidArgument(f"config: log_format {self.log_format!r} is not one of text, json")
         if self.metrics.address:

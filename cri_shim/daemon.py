@@ -123,6 +123,7 @@ class Daemon:
                 name, self.handlers.handlers[name].config.binary,
             )
 
+        from cri_shim.server.grpc_server import GrpcServer
         from cri_shim.server.image_service import ImageService
         from cri_shim.server.interceptor import LoggingInterceptor
         from cri_shim.server.runtime_service import RuntimeService
@@ -134,23 +135,32 @@ class Daemon:
         runtime_service = RuntimeService(services)
         image_service = ImageService(services)
         started: list[Component] = []
-        server = grpc.aio.server(
-            interceptors=[LoggingInterceptor(self.telemetry.observe_rpc)],
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE),
-                ("grpc.max_send_message_length", MAX_MESSAGE),
-            ],
-        )
+        server: GrpcServer | grpc.aio.Server
+        if cfg.grpc_server == "builtin":
+            server = GrpcServer(self.telemetry.observe_rpc, MAX_MESSAGE)
+            server.add_service("RuntimeService", runtime_service)
+            server.add_service("ImageService", image_service)
+        else:
+            server = grpc.aio.server(
+                interceptors=[LoggingInterceptor(self.telemetry.observe_rpc)],
+                options=[
+                    ("grpc.max_receive_message_length", MAX_MESSAGE),
+                    ("grpc.max_send_message_length", MAX_MESSAGE),
+                ],
+            )
+            api_pb2_grpc.add_RuntimeServiceServicer_to_server(runtime_service, server)
+            api_pb2_grpc.add_ImageServiceServicer_to_server(image_service, server)
+            server.add_insecure_port(f"unix:{cfg.socket}")
         try:
             for c in self.components:
                 await c.start()
                 started.append(c)
             self.telemetry.recovered.labels("pods").set(len(self.sandboxes.sandboxes))
             self.telemetry.recovered.labels("containers").set(len(self.containers.containers))
-            api_pb2_grpc.add_RuntimeServiceServicer_to_server(runtime_service, server)
-            api_pb2_grpc.add_ImageServiceServicer_to_server(image_service, server)
-            server.add_insecure_port(f"unix:{cfg.socket}")
-            await server.start()
+            if isinstance(server, GrpcServer):
+                await server.start(cfg.socket)
+            else:
+                await server.start()
             os.chmod(cfg.socket, 0o660)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -9,8 +9,6 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, TextIO
 
 FORMATS = ("text", "json")
@@ -23,15 +21,23 @@ _ids: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextV
 _configured_level = logging.INFO
 
 
-@contextmanager
-def about(**ids: str) -> Iterator[None]:
-    """Log lines inside carry these ids (empty ones are left out)."""
-    merged = {**dict(_ids.get()), **{k: v for k, v in ids.items() if v}}
-    token = _ids.set(tuple(merged.items()))
-    try:
-        yield
-    finally:
-        _ids.reset(token)
+class about:  # noqa: N801 - used as a function: `with logs.about(pod_id=...)`
+    """Log lines inside carry these ids (empty ones are left out). A class, not a generator
+    context manager: every CRI call enters one, and this costs a third as much."""
+
+    __slots__ = ("_new", "_token")
+
+    def __init__(self, **ids: str) -> None:
+        self._new = {k: v for k, v in ids.items() if v}
+        self._token: contextvars.Token[tuple[tuple[str, str], ...]] | None = None
+
+    def __enter__(self) -> None:
+        if self._new:
+            self._token = _ids.set(tuple({**dict(_ids.get()), **self._new}.items()))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _ids.reset(self._token)
 
 
 def ids_of(request: Any) -> dict[str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -42,6 +43,7 @@ class Telemetry:
                                     ["method", "code"], registry=r)
         self.rpc_seconds = Histogram("cri_shim_grpc_request_duration_seconds", "CRI call latency, by method",
                                      ["method"], buckets=RPC_BUCKETS, registry=r)
+        self._rpc_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.pulls = Counter("cri_shim_image_pulls", "Image pulls, by result (success, failure)",
                              ["result"], registry=r)
         self.pull_bytes = Counter("cri_shim_image_pull_bytes", "Bytes of the images pulled (their layers)",
@@ -60,8 +62,13 @@ class Telemetry:
         r.register(self._states)
 
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
-        self.rpc_requests.labels(method, code).inc()
-        self.rpc_seconds.labels(method).observe(seconds)
+        # the labelled children, looked up once per (method, code): `labels()` takes a lock
+        children = self._rpc_children.get((method, code))
+        if children is None:
+            children = self._rpc_children[(method, code)] = (
+                self.rpc_requests.labels(method, code), self.rpc_seconds.labels(method))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_pull(self, seconds: float, size: int | None) -> None:
         """size None: the pull failed."""

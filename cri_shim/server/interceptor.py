@@ -1,4 +1,9 @@
-"""The one place where every RPC is logged and exceptions become gRPC statuses."""
+"""The one place where every RPC is logged and exceptions become gRPC statuses.
+
+`answer_unary` and `answer_stream` call a servicer's method and raise `RPCFailure` (a code and
+a message) for whatever it raised; the built-in server (cri_shim/server/grpc_server.py) sends
+that as the call's status, and `LoggingInterceptor` does the same for grpcio's server.
+"""
 
 from __future__ import annotations
 
@@ -98,43 +103,66 @@ def _log_done(method: str, start: float, exc: BaseException | None, code: grpc.S
         log.warning("%s -> %s in %.1f ms: %s", method, code.name if code else "?", ms, exc)
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str, start: float,
-                 observe: RPCObserver) -> None:
+class RPCFailure(Exception):
+    """The call ends with this status; logged and counted already."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _failure(exc: Exception, method: str, start: float, observe: RPCObserver) -> RPCFailure:
     code, message = status_for(exc, method)
     _log_done(method, start, exc, code, observe)
-    await context.abort(code, message)
+    return RPCFailure(code, message)
+
+
+async def answer_unary(behavior: Callable[..., Any], method: str, observe: RPCObserver,
+                       request: Any, context: Any) -> Any:
+    """What `behavior` answers `request`, logged; RPCFailure for what it raised."""
+    start = time.monotonic()
+    with logs.about(**logs.ids_of(request)):
+        try:
+            result = await behavior(request, context)
+        except Exception as exc:  # noqa: BLE001 - this is the conversion point
+            raise _failure(exc, method, start, observe) from exc
+        _log_done(method, start, None, None, observe)
+    return result
+
+
+async def answer_stream(behavior: Callable[..., Any], method: str, observe: RPCObserver,
+                        request: Any, context: Any) -> AsyncIterator[Any]:
+    """What `behavior` streams for `request`, logged at the end; RPCFailure for what it raised."""
+    start = time.monotonic()
+    try:
+        produced = behavior(request, context)
+        if inspect.isasyncgen(produced):
+            async for item in produced:
+                yield item
+        else:
+            await produced
+    except Exception as exc:  # noqa: BLE001 - this is the conversion point
+        raise _failure(exc, method, start, observe) from exc
+    _log_done(method, start, None, None, observe)
 
 
 def _wrap_unary(behavior: Callable[..., Any], method: str, observe: RPCObserver) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        start = time.monotonic()
-        with logs.about(**logs.ids_of(request)):
-            try:
-                result = await behavior(request, context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - this is the conversion point
-                await _abort(context, exc, method, start, observe)
-            _log_done(method, start, None, None, observe)
-        return result
+        try:
+            return await answer_unary(behavior, method, observe, request, context)
+        except RPCFailure as f:
+            await context.abort(f.code, f.message)
 
     return call
 
 
 def _wrap_stream(behavior: Callable[..., Any], method: str, observe: RPCObserver) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        start = time.monotonic()
         try:
-            produced = behavior(request, context)
-            if inspect.isasyncgen(produced):
-                async for item in produced:
-                    yield item
-            else:
-                await produced
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - this is the conversion point
-            await _abort(context, exc, method, start, observe)
-        _log_done(method, start, None, None, observe)
+            async for item in answer_stream(behavior, method, observe, request, context):
+                yield item
+        except RPCFailure as f:
+            await context.abort(f.code, f.message)
 
     return call
