@@ -63,7 +63,7 @@ class ContainerRPCs:
         await checkpoint.checkpoint(self._containers, request.container_id, request.location)
         return pb.CheckpointContainerResponse()
 
-    async def ListContainers(
+    def ListContainers(
         self, request: pb.ListContainersRequest, context: object
     ) -> pb.ListContainersResponse:
         f = request.filter if request.HasField("filter") else None
@@ -76,7 +76,7 @@ class ContainerRPCs:
         for batch in batches(self._containers.list(f)):
             yield pb.StreamContainersResponse(containers=batch)
 
-    async def ContainerStatus(
+    def ContainerStatus(
         self, request: pb.ContainerStatusRequest, context: object
     ) -> pb.ContainerStatusResponse:
         status, info = self._containers.status(request.container_id, request.verbose)
@@ -121,12 +121,12 @@ class ContainerRPCs:
         for batch in batches(stats):
             yield pb.StreamContainerStatsResponse(container_stats=batch)
 
-    async def ListMetricDescriptors(
+    def ListMetricDescriptors(
         self, request: pb.ListMetricDescriptorsRequest, context: object
     ) -> pb.ListMetricDescriptorsResponse:
         return pb.ListMetricDescriptorsResponse(descriptors=metrics.descriptors())
 
-    async def ListPodSandboxMetrics(
+    def ListPodSandboxMetrics(
         self, request: pb.ListPodSandboxMetricsRequest, context: object
     ) -> pb.ListPodSandboxMetricsResponse:
         return pb.ListPodSandboxMetricsResponse(pod_metrics=metrics.pod_sandbox_metrics(self._containers))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from google.protobuf.message import DecodeError
 
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.server import http2
-from cri_shim.server.interceptor import RPCFailure, RPCObserver, answer_stream, answer_unary
+from cri_shim.server.interceptor import RPCFailure, RPCObserver, answer_now, answer_stream, answer_unary
 
 log = logging.getLogger("cri_shim.rpc")
 
@@ -48,6 +49,7 @@ class Method:
     behavior: Callable[..., Any]
     request_type: Any
     streaming: bool
+    inline: bool  # a plain function, answered from the read callback (see _serve_inline)
 
 
 def grpc_timeout(value: str | None) -> float | None:
@@ -105,9 +107,11 @@ class GrpcServer:
         """Serve every method of `service` ("RuntimeService") in the CRI proto with `servicer`'s."""
         desc = pb.DESCRIPTOR.services_by_name[service]
         for m in desc.methods:
+            behavior = getattr(servicer, m.name)
             self._methods[f"/{desc.full_name}/{m.name}"] = Method(
-                name=m.name, behavior=getattr(servicer, m.name),
-                request_type=getattr(pb, m.input_type.name), streaming=m.server_streaming)
+                name=m.name, behavior=behavior, request_type=getattr(pb, m.input_type.name),
+                streaming=m.server_streaming,
+                inline=not m.server_streaming and not inspect.iscoroutinefunction(behavior))
 
     async def start(self, path: str) -> None:
         self._loop = asyncio.get_running_loop()
@@ -139,9 +143,39 @@ class GrpcServer:
 
     # ------------------------------------------------------------------ one call
 
-    def _request(self, conn: http2.Connection, st: http2.Stream) -> asyncio.Task[None]:
+    def _request(self, conn: http2.Connection, st: http2.Stream) -> asyncio.Task[None] | None:
         assert self._loop is not None
-        return self._loop.create_task(self._serve(conn, st))
+        method = self._methods.get(st.header(":path") or "")
+        if method is not None and method.inline:
+            self._serve_inline(conn, st, method)
+            return None
+        return self._loop.create_task(self._serve(conn, st, method))
+
+    def _serve_inline(self, conn: http2.Connection, st: http2.Stream, method: Method) -> None:
+        """A call to a method that never waits (a plain `def`: the Status and List calls the
+        kubelet polls), answered from the read callback: no task, no extra turn of the event
+        loop, and the answer leaves in the same write as the acks of the frames just read."""
+        assert self._loop is not None
+        try:
+            request = self._checked(conn, st, method)
+            if request is None:
+                return
+            try:
+                reply = answer_now(method.behavior, method.name, self._observe, request, None)
+                st.observed = True
+                message = self._message(method, reply)
+            except RPCFailure as f:
+                return self._fail(conn, st, f.code, f.message)
+            if not self._reply_now(conn, st, message):  # the client's window is short: wait for it
+                st.task = self._loop.create_task(self._serve_rest(conn, st, message))
+        except Exception:  # noqa: BLE001 - the call must end with a status whatever happened
+            self._internal(conn, st)
+
+    async def _serve_rest(self, conn: http2.Connection, st: http2.Stream, message: bytes) -> None:
+        try:
+            await self._reply_rest(conn, st, message)
+        except (http2.StreamReset, asyncio.CancelledError):
+            pass  # the client went away or reset the call
 
     def _expire(self, st: http2.Stream) -> None:
         """The call's grpc-timeout has passed: cancel it (_serve answers DEADLINE_EXCEEDED)."""
@@ -149,14 +183,14 @@ class GrpcServer:
             st.expired = True
             st.task.cancel()
 
-    async def _serve(self, conn: http2.Connection, st: http2.Stream) -> None:
+    async def _serve(self, conn: http2.Connection, st: http2.Stream, method: Method | None) -> None:
         assert self._loop is not None
         timeout = grpc_timeout(st.header("grpc-timeout"))
         # A timer, not asyncio.timeout(): this costs a third as much, and the call is our task.
         timer = self._loop.call_later(timeout, self._expire, st) if timeout is not None else None
         start = time.monotonic()
         try:
-            await self._answer(conn, st)
+            await self._answer(conn, st, method)
         except asyncio.CancelledError:
             if st.expired and not st.reset and not conn.closed:
                 self._deadline(conn, st, start)
@@ -164,12 +198,15 @@ class GrpcServer:
         except http2.StreamReset:
             pass
         except Exception:  # noqa: BLE001 - the call must end with a status whatever happened
-            log.exception("answering %s failed", st.header(":path"))
-            with contextlib.suppress(http2.StreamReset):
-                self._fail(conn, st, grpc.StatusCode.INTERNAL, "internal error in cri-shim's gRPC server")
+            self._internal(conn, st)
         finally:
             if timer is not None:
                 timer.cancel()
+
+    def _internal(self, conn: http2.Connection, st: http2.Stream) -> None:
+        log.exception("answering %s failed", st.header(":path"))
+        with contextlib.suppress(http2.StreamReset):
+            self._fail(conn, st, grpc.StatusCode.INTERNAL, "internal error in cri-shim's gRPC server")
 
     def _deadline(self, conn: http2.Connection, st: http2.Stream, start: float) -> None:
         name = st.header(":path") or "?"
@@ -193,21 +230,30 @@ class GrpcServer:
     def _http_error(self, conn: http2.Connection, st: http2.Stream, status: int) -> None:
         conn.send(st, conn.headers_frames(st, [(":status", str(status))], True), end=True)
 
-    async def _answer(self, conn: http2.Connection, st: http2.Stream) -> None:
-        path = st.header(":path") or ""
+    def _checked(self, conn: http2.Connection, st: http2.Stream, method: Method | None) -> Any:
+        """The call's request; None once the call is answered with an error (not a POST, not
+        gRPC, no such method, a message that cannot be read)."""
         if st.header(":method") != "POST":
-            return self._http_error(conn, st, 405)
+            self._http_error(conn, st, 405)
+            return None
         if not (st.header("content-type") or "").startswith("application/grpc"):
-            return self._http_error(conn, st, 415)
-        method = self._methods.get(path)
+            self._http_error(conn, st, 415)
+            return None
         if method is None:
-            return self._fail(conn, st, grpc.StatusCode.UNIMPLEMENTED, f"unknown method {path}")
+            self._fail(conn, st, grpc.StatusCode.UNIMPLEMENTED, f"unknown method {st.header(':path')}")
+            return None
         try:
-            request = self._decode(st, method)
+            return self._decode(st, method)
         except RPCFailure as f:
             log.warning("%s -> %s: %s", method.name, f.code.name, f.message)
             self._observe(method.name, f.code.name, 0.0)
-            return self._fail(conn, st, f.code, f.message)
+            self._fail(conn, st, f.code, f.message)
+            return None
+
+    async def _answer(self, conn: http2.Connection, st: http2.Stream, method: Method | None) -> None:
+        request = self._checked(conn, st, method)
+        if request is None or method is None:
+            return
         try:
             if method.streaming:
                 await self._stream(conn, st, method, request)
@@ -263,13 +309,22 @@ class GrpcServer:
         reply = await answer_unary(method.behavior, method.name, self._observe, request, None)
         st.observed = True
         message = self._message(method, reply)
+        if not self._reply_now(conn, st, message):
+            await self._reply_rest(conn, st, message)
+
+    def _reply_now(self, conn: http2.Connection, st: http2.Stream, message: bytes) -> bool:
+        """Headers, message and trailers in one write if the client's windows have room for the
+        message; else the headers alone (False: `_reply_rest` sends the rest)."""
         frames = conn.headers_frames(st, RESPONSE_HEADERS, False)
         st.headers_sent = True
         data = conn.try_data_frames(st, message)
-        if data is not None:  # the whole answer in one write
-            conn.send(st, frames + data + conn.headers_frames(st, OK_TRAILERS, True), end=True)
-            return
-        conn.send(st, frames)
+        if data is None:
+            conn.send(st, frames)
+            return False
+        conn.send(st, frames + data + conn.headers_frames(st, OK_TRAILERS, True), end=True)
+        return True
+
+    async def _reply_rest(self, conn: http2.Connection, st: http2.Stream, message: bytes) -> None:
         await conn.send_data(st, message)
         conn.send(st, conn.headers_frames(st, OK_TRAILERS, True), end=True)
 

@@ -104,7 +104,7 @@ def encode_headers(headers: list[tuple[str, str]]) -> bytes:
 
 class Stream:
     __slots__ = ("id", "headers", "body", "send_window", "remote_closed", "local_closed", "reset",
-                 "task", "headers_sent", "observed", "expired")
+                 "dispatched", "task", "headers_sent", "observed", "expired")
 
     def __init__(self, stream_id: int, send_window: int) -> None:
         self.id = stream_id
@@ -114,7 +114,8 @@ class Stream:
         self.remote_closed = False
         self.local_closed = False
         self.reset = False
-        self.task: asyncio.Task[Any] | None = None
+        self.dispatched = False  # handed to on_request
+        self.task: asyncio.Task[Any] | None = None  # what answers it, unless answered at once
         # the gRPC layer's: response headers written; call logged and counted; deadline passed
         self.headers_sent = False
         self.observed = False
@@ -127,8 +128,9 @@ class Stream:
         return None
 
 
-# on_request(connection, stream): the request is complete (headers, body); the task answering it
-RequestCallback = Callable[["Connection", Stream], "asyncio.Task[None]"]
+# on_request(connection, stream): the request is complete (headers, body): answer it now, or
+# return the task that will
+RequestCallback = Callable[["Connection", Stream], "asyncio.Task[None] | None"]
 
 
 class Connection(asyncio.Protocol):
@@ -151,6 +153,7 @@ class Connection(asyncio.Protocol):
         self._credit = 0  # received on the connection and not yet credited back
         self._window_waiters: list[asyncio.Future[None]] = []
         self._goaway_sent = False
+        self._batch: list[bytes] | None = None  # frames to write once data_received is done
         self._peer_gone = False  # GOAWAY received
         self.closed = False
 
@@ -169,16 +172,23 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         self._buf += data
+        # Everything written while these frames are read (acks, credit, answers given at once)
+        # goes out in one write at the end.
         out: list[bytes] = []
+        self._batch = out
         try:
             self._frames(out)
         except ConnectionError_ as e:
             log.warning("HTTP/2 connection error: %s", e)
             out.append(self._goaway(e.code, str(e)))
-            self._write(out)
             self.close()
-            return
-        self._write(out)
+        finally:
+            self._flush()
+
+    def _flush(self) -> None:
+        out, self._batch = self._batch, None
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -286,7 +296,7 @@ class Connection(asyncio.Protocol):
             return
         if flags & END_STREAM:
             st.remote_closed = True
-        if st.task is not None:
+        if st.dispatched:
             return  # answered already (the body was too large): the rest is dropped, not credited
         if not st.remote_closed:
             credit[sid] = credit.get(sid, 0) + len(payload)
@@ -353,8 +363,11 @@ class Connection(asyncio.Protocol):
             self._request(st)
 
     def _request(self, st: Stream) -> None:
-        if st.task is None:
-            st.task = self._on_request(self, st)
+        if not st.dispatched:
+            st.dispatched = True
+            task = self._on_request(self, st)
+            if task is not None:
+                st.task = task
 
     def _settings(self, sid: int, flags: int, payload: bytes, out: list[bytes]) -> None:
         if sid:
@@ -405,7 +418,9 @@ class Connection(asyncio.Protocol):
     # ------------------------------------------------------------------ writing
 
     def _write(self, out: list[bytes]) -> None:
-        if out and self.transport is not None and not self.closed:
+        if self._batch is not None:
+            self._batch.extend(out)
+        elif out and self.transport is not None and not self.closed:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
 
     def _goaway(self, code: int, message: str = "") -> bytes:
@@ -505,5 +520,6 @@ class Connection(asyncio.Protocol):
             self.close()
 
     def close(self) -> None:
+        self._flush()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()

@@ -48,7 +48,7 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
         rec = self._images.find(f.image.image)
         return rec is not None and rec.id == img.id
 
-    async def ListImages(self, request: pb.ListImagesRequest, context: object) -> pb.ListImagesResponse:
+    def ListImages(self, request: pb.ListImagesRequest, context: object) -> pb.ListImagesResponse:
         f = request.filter if request.HasField("filter") else None
         vols = self._images.volume_images
         imgs = [image_pb(r, r.id in vols) for r in list(self._images.images.values())]
@@ -63,7 +63,7 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
         for batch in batches(i for i in imgs if self._matches(i, f)):
             yield pb.StreamImagesResponse(images=batch)
 
-    async def ImageStatus(self, request: pb.ImageStatusRequest, context: object) -> pb.ImageStatusResponse:
+    def ImageStatus(self, request: pb.ImageStatusRequest, context: object) -> pb.ImageStatusResponse:
         rec = self._images.find(request.image.image)
         if rec is None:
             return pb.ImageStatusResponse()  # CRI: a missing image is an empty answer

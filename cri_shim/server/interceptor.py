@@ -1,7 +1,7 @@
 """The one place where every RPC is logged and exceptions become gRPC statuses.
 
-`answer_unary` and `answer_stream` call a servicer's method and raise `RPCFailure` (a code and
-a message) for whatever it raised; the built-in server (cri_shim/server/grpc_server.py) sends
+`answer_now`, `answer_unary` and `answer_stream` call a servicer's method and raise `RPCFailure`
+(a code and a message) for whatever it raised; the built-in server (cri_shim/server/grpc_server.py) sends
 that as the call's status, and `LoggingInterceptor` does the same for grpcio's server.
 """
 
@@ -118,13 +118,28 @@ def _failure(exc: Exception, method: str, start: float, observe: RPCObserver) ->
     return RPCFailure(code, message)
 
 
-async def answer_unary(behavior: Callable[..., Any], method: str, observe: RPCObserver,
-                       request: Any, context: Any) -> Any:
-    """What `behavior` answers `request`, logged; RPCFailure for what it raised."""
+def answer_now(behavior: Callable[..., Any], method: str, observe: RPCObserver,
+               request: Any, context: Any) -> Any:
+    """What a plain (not async) `behavior` answers `request`, logged; RPCFailure for what it raised."""
     start = time.monotonic()
     with logs.about(**logs.ids_of(request)):
         try:
-            result = await behavior(request, context)
+            result = behavior(request, context)
+        except Exception as exc:  # noqa: BLE001 - this is the conversion point
+            raise _failure(exc, method, start, observe) from exc
+        _log_done(method, start, None, None, observe)
+    return result
+
+
+async def answer_unary(behavior: Callable[..., Any], method: str, observe: RPCObserver,
+                       request: Any, context: Any) -> Any:
+    """What `behavior` (async or not) answers `request`, logged; RPCFailure for what it raised."""
+    start = time.monotonic()
+    with logs.about(**logs.ids_of(request)):
+        try:
+            result = behavior(request, context)
+            if inspect.isawaitable(result):
+                result = await result
         except Exception as exc:  # noqa: BLE001 - this is the conversion point
             raise _failure(exc, method, start, observe) from exc
         _log_done(method, start, None, None, observe)

@@ -43,7 +43,7 @@ class PodRPCs:
         await self._pods.remove_sandbox(request.pod_sandbox_id)
         return pb.RemovePodSandboxResponse()
 
-    async def PodSandboxStatus(
+    def PodSandboxStatus(
         self, request: pb.PodSandboxStatusRequest, context: object
     ) -> pb.PodSandboxStatusResponse:
         status, info = self._pods.status(request.pod_sandbox_id, request.verbose)
@@ -53,7 +53,7 @@ class PodRPCs:
         resp.timestamp = time.time_ns()
         return resp
 
-    async def ListPodSandbox(
+    def ListPodSandbox(
         self, request: pb.ListPodSandboxRequest, context: object
     ) -> pb.ListPodSandboxResponse:
         f = request.filter if request.HasField("filter") else None
@@ -66,7 +66,7 @@ class PodRPCs:
         for batch in batches(self._pods.list(f)):
             yield pb.StreamPodSandboxesResponse(pod_sandboxes=batch)
 
-    async def UpdatePodSandboxResources(
+    def UpdatePodSandboxResources(
         self, request: pb.UpdatePodSandboxResourcesRequest, context: object
     ) -> pb.UpdatePodSandboxResourcesResponse:
         validation.update_pod_sandbox_resources(request)

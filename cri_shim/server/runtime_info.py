@@ -22,7 +22,7 @@ RUNTIME_API_VERSION = "v1"
 class RuntimeInfoRPCs:
     services: Services
 
-    async def Version(self, request: pb.VersionRequest, context: object) -> pb.VersionResponse:
+    def Version(self, request: pb.VersionRequest, context: object) -> pb.VersionResponse:
         return pb.VersionResponse(
             version="0.1.0",  # the kubelet's own API version field; fixed by CRI
             runtime_name=RUNTIME_NAME,
@@ -30,7 +30,7 @@ class RuntimeInfoRPCs:
             runtime_api_version=RUNTIME_API_VERSION,
         )
 
-    async def Status(self, request: pb.StatusRequest, context: object) -> pb.StatusResponse:
+    def Status(self, request: pb.StatusRequest, context: object) -> pb.StatusResponse:
         cfg = self.services.config
         handlers = self.services.handlers
         runtime = pb.RuntimeCondition(type="RuntimeReady", status=True)
@@ -92,13 +92,13 @@ class RuntimeInfoRPCs:
             resp.info["conmon"] = json.dumps(shutil.which(cfg.conmon) or resolve_binary(cfg.conmon))
         return resp
 
-    async def RuntimeConfig(
+    def RuntimeConfig(
         self, request: pb.RuntimeConfigRequest, context: object
     ) -> pb.RuntimeConfigResponse:
         driver = pb.CGROUPFS if self.services.config.cgroup_driver == "cgroupfs" else pb.SYSTEMD
         return pb.RuntimeConfigResponse(linux=pb.LinuxRuntimeConfiguration(cgroup_driver=driver))
 
-    async def UpdateRuntimeConfig(
+    def UpdateRuntimeConfig(
         self, request: pb.UpdateRuntimeConfigRequest, context: object
     ) -> pb.UpdateRuntimeConfigResponse:
         # The kubelet sends the node's pod CIDR. Nothing here uses it: the CNI configuration on

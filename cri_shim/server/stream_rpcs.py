@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 class StreamRPCs:
     services: Services
 
-    async def Exec(self, request: pb.ExecRequest, context: object) -> pb.ExecResponse:
+    def Exec(self, request: pb.ExecRequest, context: object) -> pb.ExecResponse:
         target = ExecTarget(request.container_id, tuple(request.cmd), request.tty, request.stdin,
                             request.stdout, request.stderr)
         validate_target(target)
@@ -24,7 +24,7 @@ class StreamRPCs:
         server.backend.check_container(request.container_id)
         return pb.ExecResponse(url=server.url_for(target))
 
-    async def Attach(self, request: pb.AttachRequest, context: object) -> pb.AttachResponse:
+    def Attach(self, request: pb.AttachRequest, context: object) -> pb.AttachResponse:
         target = AttachTarget(request.container_id, request.tty, request.stdin, request.stdout,
                               request.stderr)
         validate_target(target)
@@ -32,7 +32,7 @@ class StreamRPCs:
         server.backend.check_container(request.container_id)
         return pb.AttachResponse(url=server.url_for(target))
 
-    async def PortForward(self, request: pb.PortForwardRequest, context: object) -> pb.PortForwardResponse:
+    def PortForward(self, request: pb.PortForwardRequest, context: object) -> pb.PortForwardResponse:
         target = PortForwardTarget(request.pod_sandbox_id, tuple(request.port))
         validate_target(target)
         server = self.services.streaming

@@ -243,3 +243,27 @@ def test_json_logs_with_ids_and_sigusr1(daemon_factory) -> None:
     while not any("Version ok" in e["msg"] for e in lines()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert any("Version ok" in e["msg"] and e["level"] == "debug" for e in lines())
+
+
+def test_grpcio_server_is_the_fallback(daemon_factory, tmp_path: Path) -> None:
+    """grpc_server = "grpcio": grpc-python's server answers the socket, with the same statuses,
+    logging and streams as the built-in one; an unknown value is refused by name."""
+    d = daemon_factory('grpc_server = "grpcio"\n')
+    assert d.runtime.Version(pb.VersionRequest()).runtime_name == "cri-shim"
+    assert stat.S_IMODE(d.socket.stat().st_mode) == 0o660
+    with pytest.raises(grpc.RpcError) as e:
+        d.runtime.Attach(pb.AttachRequest())  # no container id
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as e:
+        d.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id="nosuch"))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND and "nosuch" in e.value.details()
+    assert list(d.runtime.StreamContainers(pb.StreamContainersRequest())) == []
+    assert list(d.runtime.ListContainers(pb.ListContainersRequest()).containers) == []
+    deadline = time.monotonic() + 5
+    while "ContainerStatus -> NOT_FOUND in" not in d.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "ContainerStatus -> NOT_FOUND in" in d.log()
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('grpc_server = "h3"\n')
+    proc = subprocess.run(CRI_SHIM + ["config", "--config", str(cfg)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "grpc_server 'h3' is not one of builtin, grpcio" in proc.stderr

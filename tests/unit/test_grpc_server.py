@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import inspect
 import socket
 import struct
 import tempfile
@@ -200,23 +201,40 @@ def goaway_code(f: Frame) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------- harness
 
 
+STREAMING = frozenset(m.name for svc in pb.DESCRIPTOR.services_by_name.values()
+                      for m in svc.methods if m.server_streaming)
+
+
 class Servicer:
     """Any method of the CRI services; each test sets `impl[name]` to what it should do.
 
-    GrpcServer.add_service binds the methods at once, so the lookup happens per call."""
+    GrpcServer.add_service binds the methods at once, so the lookup happens per call. A method
+    is a coroutine function (the server answers it in a task) unless named in `inline`: then it
+    is a plain function (the server answers it from its read callback), and so must `impl`'s be.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, inline: tuple[str, ...] = ()) -> None:
         self.impl: dict[str, Callable[..., Any]] = {}
+        self.inline = inline
+
+    def _impl(self, name: str) -> Callable[..., Any]:
+        fn = self.impl.get(name)
+        if fn is None:
+            raise NotImplementedError(name)
+        return fn
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name.startswith("_"):
+        if name.startswith("_") or name in ("impl", "inline"):
             raise AttributeError(name)
+        if name in self.inline or name in STREAMING:  # a stream's impl returns an async generator
+            def plain(request: Any, context: Any) -> Any:
+                return self._impl(name)(request, context)
 
-        def call(request: Any, context: Any) -> Any:
-            fn = self.impl.get(name)
-            if fn is None:
-                raise NotImplementedError(name)
-            return fn(request, context)
+            return plain
+
+        async def call(request: Any, context: Any) -> Any:
+            result = self._impl(name)(request, context)
+            return await result if inspect.isawaitable(result) else result
 
         return call
 
@@ -287,14 +305,14 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     made: list[Served] = []
     short_dirs: list[str] = []
 
-    def make(max_message: int = BIG) -> Served:
+    def make(max_message: int = BIG, inline: tuple[str, ...] = ()) -> Served:
         path = str(tmp_path / f"g{len(made)}.sock")
         if len(path) > 100:  # sun_path is 108 bytes
             short_dirs.append(tempfile.mkdtemp(prefix="grpc-test-"))
             path = f"{short_dirs[-1]}/g.sock"
         observed: list[tuple[str, str, float]] = []
         server = GrpcServer(lambda m, c, s: observed.append((m, c, s)), max_message)
-        servicer = Servicer()
+        servicer = Servicer(inline)
         server.add_service("RuntimeService", servicer)
         server.add_service("ImageService", servicer)
         loop.run(server.start(path))
@@ -410,6 +428,46 @@ async def _version_echo(request: pb.VersionRequest, context: Any) -> pb.VersionR
     return pb.VersionResponse(version=request.version)
 
 
+def _plain_version_echo(request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
+    return pb.VersionResponse(version=request.version)
+
+
+def test_plain_methods_are_answered_inline(serve: Callable[..., Served]) -> None:
+    """A servicer's plain function is called from the read callback (no task), and its answer,
+    errors and counting are those of a coroutine's."""
+    s = serve(inline=("Version", "ImageStatus"))
+    tasks: list[object] = []
+
+    def version(request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
+        tasks.append(asyncio.current_task())
+        if request.version == "missing":
+            raise NotFound("pod «p» 100% gone")
+        if request.version == "broken":
+            raise ValueError("bad value")
+        return pb.VersionResponse(version=request.version)
+
+    s.servicer.impl["Version"] = version
+    stub = s.runtime()
+    assert stub.Version(pb.VersionRequest(version="v1"), timeout=WAIT).version == "v1"
+    assert tasks == [None], "the plain method ran inside a task"
+    for version_, code, details in (("missing", grpc.StatusCode.NOT_FOUND, "pod «p» 100% gone"),
+                                    ("broken", grpc.StatusCode.INTERNAL,
+                                     "Version: internal error: ValueError: bad value")):
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Version(pb.VersionRequest(version=version_), timeout=WAIT)
+        assert (e.value.code(), e.value.details()) == (code, details)
+    assert [c for c, _ in s.observed_for("Version")] == ["OK", "NOT_FOUND", "INTERNAL"]
+    # an inline method the servicer does not implement (NotImplementedError) is UNIMPLEMENTED
+    with pytest.raises(grpc.RpcError) as e:
+        pb_grpc.ImageServiceStub(s.channel()).ImageStatus(pb.ImageStatusRequest(), timeout=WAIT)
+    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    # and a request that cannot be parsed is refused before the method runs
+    with pytest.raises(grpc.RpcError) as e:
+        s.channel().unary_unary("/runtime.v1.RuntimeService/Version")(b"\xff\xff", timeout=WAIT)
+    assert e.value.code() == grpc.StatusCode.INTERNAL
+    assert len(tasks) == 3
+
+
 # ---------------------------------------------------------------------------------------- deadlines
 
 
@@ -451,8 +509,9 @@ def test_grpc_timeout_header_ends_the_call_server_side(serve: Callable[..., Serv
 # ---------------------------------------------------------------------------------------- sizes
 
 
-def test_two_megabyte_answer_and_request(serve: Callable[..., Served]) -> None:
-    s = serve()
+@pytest.mark.parametrize("inline", [False, True], ids=["task", "inline"])
+def test_two_megabyte_answer_and_request(serve: Callable[..., Served], inline: bool) -> None:
+    s = serve(inline=("ListContainers",) if inline else ())
     containers = [pb.Container(id=f"{i:064x}", pod_sandbox_id="p" * 64,
                                metadata=pb.ContainerMetadata(name=f"c{i}", attempt=i),
                                labels={"io.kubernetes.example": f"{i}-" + "v" * 5000})
@@ -461,7 +520,7 @@ def test_two_megabyte_answer_and_request(serve: Callable[..., Served]) -> None:
     assert big_answer.ByteSize() > 2_000_000
     received: list[pb.CreateContainerRequest] = []
 
-    async def list_containers(request: Any, context: Any) -> pb.ListContainersResponse:
+    def list_containers(request: Any, context: Any) -> pb.ListContainersResponse:
         return big_answer
 
     async def create_container(request: pb.CreateContainerRequest, context: Any) -> Any:
@@ -834,11 +893,12 @@ def test_long_status_message_is_cut(serve: Callable[..., Served]) -> None:
     assert err.value.details() == "é" * 681 + " [...]"
 
 
-def test_send_flow_control(serve: Callable[..., Served]) -> None:
+@pytest.mark.parametrize("inline", [False, True], ids=["task", "inline"])
+def test_send_flow_control(serve: Callable[..., Served], inline: bool) -> None:
     """Our answer waits for the client's stream and connection windows."""
-    s = serve()
+    s = serve(inline=("Version",) if inline else ())
     size = 100_000
-    s.servicer.impl["Version"] = _version_echo
+    s.servicer.impl["Version"] = _plain_version_echo if inline else _version_echo
     c = s.raw(settings=settings_payload((SETTINGS_INITIAL_WINDOW_SIZE, 10)))
     c.unary(1, pb.VersionRequest(version="w" * size).SerializeToString())
 
