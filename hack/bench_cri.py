@@ -21,7 +21,8 @@ one at a time:
 Prints median and p95 per operation and each side's median ratio (cri-shim / containerd; < 1:
 cri-shim faster), and the RPC floor: an empty call (Version) on each side and on two bare
 grpc-python servers the script starts (grpc.aio and the thread-pool server, nothing but
-Version), which shows what any Python gRPC server costs per call before any work.
+Version): what grpc-python's server costs per call before any work, the cost cri-shim's own
+server (cri_shim/server/grpc_server.py) avoids and its `grpc_server = "grpcio"` fallback pays.
 `--scale` adds: ListContainers / ListPodSandbox p50/p99 with
 `--scale-pods` pods of `--scale-per-pod` containers each (one running `top`, the rest created,
 never started; cri-shim runs the runtime's `create` at CreateContainer, so each created one has

@@ -289,10 +289,15 @@ class Connection(asyncio.Protocol):
         if not sid:
             raise ConnectionError_(PROTOCOL_ERROR, "DATA on stream 0")
         st = self.streams.get(sid)
-        if st is None or st.remote_closed:
+        if st is None:
             if sid > self._last_stream:
                 raise ConnectionError_(PROTOCOL_ERROR, f"DATA on idle stream {sid}")
-            out.append(frame(RST_STREAM, 0, sid, STREAM_CLOSED.to_bytes(4, "big")))
+            # A stream we answered or reset: the peer's DATA in flight is dropped, as RFC 9113
+            # section 5.1 lets an endpoint do after its RST_STREAM (and one RST_STREAM per frame
+            # would answer a large refused request with thousands).
+            return
+        if st.remote_closed:
+            self._reset(st, STREAM_CLOSED)
             return
         if flags & END_STREAM:
             st.remote_closed = True

@@ -1236,3 +1236,27 @@ def test_stop_sends_goaway_and_refuses_new_streams(serve: Callable[..., Served])
     c.read_to_eof()  # the last call done, the connection closes
     stopping.result(WAIT)
     assert time.monotonic() - start < WAIT - 1, "stop() waited out its grace with nothing running"
+
+
+def test_an_oversized_request_is_answered_once_and_its_rest_dropped(serve: Callable[..., Served]) -> None:
+    """A request over max_message is refused as soon as it is over (RESOURCE_EXHAUSTED, then one
+    RST_STREAM NO_ERROR to stop the client), and the DATA still in flight is dropped quietly:
+    not one RST_STREAM per frame, not a connection error."""
+    s = serve(max_message=4096)
+    s.servicer.impl["Version"] = _version_echo
+    c = s.raw()
+    c.send(h2frame(HEADERS, END_HEADERS, 1, c.block(c.request_headers())))
+    body = grpc_framed(b"x" * 100_000)
+    chunks = [body[i:i + 10_000] for i in range(0, len(body), 10_000)]
+    c.send(*(h2frame(DATA, 0, 1, chunk) for chunk in chunks[:3]))
+    r = c.response(1)
+    assert r.trailers["grpc-status"] == str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
+    # the client had more on the way
+    c.send(*(h2frame(DATA, END_STREAM if i == len(chunks) - 1 else 0, 1, chunk)
+             for i, chunk in enumerate(chunks) if i >= 3))
+    c.unary(3, pb.VersionRequest(version="after").SerializeToString())
+    r3 = c.response(3)
+    assert r3.trailers == {"grpc-status": "0"}
+    resets = [f for f in c.seen if f.type == RST_STREAM and f.sid == 1]
+    assert [int.from_bytes(f.payload, "big") for f in resets] == [NO_ERROR]
+    assert not [f for f in c.seen if f.type == GOAWAY]
