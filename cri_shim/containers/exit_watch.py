@@ -73,6 +73,17 @@ class ExitWatch:
         asyncio.get_running_loop().add_reader(fd, self._readable)
         return True
 
+    @property
+    def watching(self) -> bool:
+        return self.fd >= 0
+
+    def catch_up(self) -> None:
+        """Handle the events queued so far, now: the kernel queues one the moment a file
+        appears, so after this every exit file on disk has been seen. One read(2) when none
+        is pending, where looking for a container's file costs a path lookup."""
+        if self.fd >= 0:
+            self._readable()
+
     def _readable(self) -> None:
         while True:
             try:

@@ -84,6 +84,12 @@ class Container:
     _config: tuple[bytes, pb.ContainerConfig] | None = field(default=None, repr=False, compare=False)
     # The List view, kept while the metadata and the state it was built from hold (views).
     view: tuple[object, str, pb.Container] | None = field(default=None, repr=False, compare=False)
+    # The Status view and the metadata and state it was built from (views.container_status).
+    status_view: tuple[object, tuple[object, ...], pb.ContainerStatus] | None = field(
+        default=None, repr=False, compare=False)
+    # What of the Status view comes from the metadata alone, and the metadata it came from.
+    status_template: tuple[object, pb.ContainerStatus] | None = field(default=None, repr=False,
+                                                                       compare=False)
     # Set when conmon's exit file appears (exit_watch); StopContainer waits on it.
     exit_seen: asyncio.Event = field(default_factory=asyncio.Event)
     # The runtime's `delete` run once the exit is recorded (None: not started); RemoveContainer
@@ -378,7 +384,9 @@ class ContainerManager:
         ))
         c.status.state = CREATED
         c.status.pid = pid
-        await asyncio.wrap_future(self._writer.submit(self.store.put, c.meta, dataclasses.replace(c.status)))
+        written = self._writer.submit(self.store.put, c.meta, dataclasses.replace(c.status))
+        views.status_template(c)  # while the record is written
+        await asyncio.wrap_future(written)
 
     async def _destroy(self, c: Container) -> None:
         """Remove everything a container owns, tolerating parts that never existed."""
@@ -543,7 +551,14 @@ class ContainerManager:
 
     def status(self, container_id: str, verbose: bool = False) -> tuple[pb.ContainerStatus, dict[str, str]]:
         c = self.get(container_id)
-        self._check_exit(c)
+        if self._exit_watch.watching:
+            # An exit recorded before this call is reported by it, without reading its file
+            # on every call: the exit events queued so far are handled first.
+            self._exit_watch.catch_up()
+            if c.exit_seen.is_set():
+                self._check_exit(c)
+        else:
+            self._check_exit(c)
         return views.container_status(c, verbose)
 
     # --- exec and resources -------------------------------------------------------------

@@ -56,23 +56,17 @@ def matches(c: Container, f: pb.ContainerFilter | None) -> bool:
 
 
 def container_status(c: Container, verbose: bool) -> tuple[pb.ContainerStatus, dict[str, str]]:
-    cfg = c.config
-    st = pb.ContainerStatus(
-        id=c.meta.id, metadata=cfg.metadata, state=STATE_TO_PB[c.status.state],
-        created_at=c.meta.created_at, started_at=c.status.started_at,
-        finished_at=c.status.finished_at, exit_code=c.status.exit_code,
-        image=pb.ImageSpec(image=c.meta.image_ref, user_specified_image=c.meta.image_ref),
-        image_ref=c.meta.image_repo_ref or c.meta.image_id, reason=c.status.reason,
-        message=c.status.message, labels=cfg.labels, annotations=cfg.annotations,
-        mounts=cfg.mounts, log_path=c.meta.log_path, image_id=c.meta.image_id,
-        stop_signal=stop_signals.to_cri(c.meta.stop_signal),
-    )
-    resources = (pb.LinuxContainerResources.FromString(c.status.resources)
-                 if c.status.resources else cfg.linux.resources)
-    st.resources.linux.CopyFrom(resources)
-    st.user.linux.uid = c.meta.uid
-    st.user.linux.gid = c.meta.gid
-    st.user.linux.supplemental_groups.extend(c.meta.supplemental_groups)
+    """The Status view (read-only: callers copy it), built once per state: the kubelet asks for
+    it again and again while nothing changes, and building it takes ~0.1 ms (copies of labels,
+    annotations and mounts, the stop signal's name lookups)."""
+    s = c.status
+    key = (s.state, s.started_at, s.finished_at, s.exit_code, s.reason, s.message, s.resources)
+    v = c.status_view
+    if v is not None and v[0] is c.meta and v[1] == key:
+        st = v[2]
+    else:
+        st = _build_status(c)
+        c.status_view = (c.meta, key, st)
     info: dict[str, str] = {}
     if verbose:
         spec_text = ""
@@ -84,3 +78,46 @@ def container_status(c: Container, verbose: bool) -> tuple[pb.ContainerStatus, d
             "runtimeSpec": json.loads(spec_text) if spec_text else None,
         })
     return st, info
+
+
+def _build_status(c: Container) -> pb.ContainerStatus:
+    """The template of what never changes, and the state over it."""
+    st = pb.ContainerStatus()
+    st.CopyFrom(_status_template(c))
+    s = c.status
+    st.state = STATE_TO_PB[s.state]
+    st.started_at = s.started_at
+    st.finished_at = s.finished_at
+    st.exit_code = s.exit_code
+    st.reason = s.reason
+    st.message = s.message
+    if s.resources:  # as UpdateContainerResources last set them
+        st.resources.linux.CopyFrom(pb.LinuxContainerResources.FromString(s.resources))
+    return st
+
+
+def status_template(c: Container) -> None:
+    """Build the Status view's template now (CreateContainer does, so that the first
+    ContainerStatus, which the kubelet sends right after StartContainer, only copies it)."""
+    _status_template(c)
+
+
+def _status_template(c: Container) -> pb.ContainerStatus:
+    """The part of the Status view that comes from the metadata and config alone."""
+    t = c.status_template
+    if t is not None and t[0] is c.meta:
+        return t[1]
+    cfg = c.config
+    st = pb.ContainerStatus(
+        id=c.meta.id, metadata=cfg.metadata, created_at=c.meta.created_at,
+        image=pb.ImageSpec(image=c.meta.image_ref, user_specified_image=c.meta.image_ref),
+        image_ref=c.meta.image_repo_ref or c.meta.image_id, labels=cfg.labels,
+        annotations=cfg.annotations, mounts=cfg.mounts, log_path=c.meta.log_path,
+        image_id=c.meta.image_id, stop_signal=stop_signals.to_cri(c.meta.stop_signal),
+    )
+    st.resources.linux.CopyFrom(cfg.linux.resources)
+    st.user.linux.uid = c.meta.uid
+    st.user.linux.gid = c.meta.gid
+    st.user.linux.supplemental_groups.extend(c.meta.supplemental_groups)
+    c.status_template = (c.meta, st)
+    return st

@@ -1,0 +1,67 @@
+"""The Status view of a container record is built once per state, and rebuilt when it changes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from cri_shim.containers import views
+from cri_shim.containers.manager import Container
+from cri_shim.containers.store import CREATED, EXITED, RUNNING, ContainerMeta, ContainerState
+from cri_shim.criapi import api_pb2 as pb
+
+
+def _container() -> Container:
+    cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="c", attempt=2),
+                             labels={"app": "web"}, annotations={"a": "1"},
+                             mounts=[pb.Mount(container_path="/data", host_path="/srv/data")])
+    meta = ContainerMeta(id="c1", pod_id="p1", name="c", attempt=2, config=cfg.SerializeToString(),
+                         image_ref="busybox", image_id="sha256:a", image_repo_ref="", handler="runc",
+                         bundle="/b", log_path="/l", created_at=1, stop_signal="SIGUSR1")
+    return Container(meta=meta, status=ContainerState(state=CREATED))
+
+
+def test_status_view_is_reused_while_nothing_changes() -> None:
+    c = _container()
+    first, info = views.container_status(c, False)
+    assert info == {}
+    assert (first.id, first.state, first.metadata.attempt) == ("c1", pb.CONTAINER_CREATED, 2)
+    assert dict(first.labels) == {"app": "web"} and first.mounts[0].host_path == "/srv/data"
+    assert first.stop_signal == pb.SIGUSR1
+    again, _ = views.container_status(c, False)
+    assert again is first
+
+
+def test_status_view_follows_every_field_it_shows() -> None:
+    c = _container()
+    seen = [views.container_status(c, False)[0]]
+    c.status.state = RUNNING
+    c.status.started_at = 5
+    seen.append(views.container_status(c, False)[0])
+    assert (seen[-1].state, seen[-1].started_at) == (pb.CONTAINER_RUNNING, 5)
+    res = pb.LinuxContainerResources(cpu_shares=512)
+    c.status.resources = res.SerializeToString()
+    seen.append(views.container_status(c, False)[0])
+    assert seen[-1].resources.linux.cpu_shares == 512
+    c.status = dataclasses.replace(c.status, state=EXITED, finished_at=9, exit_code=3, reason="Error",
+                                   message="boom")
+    seen.append(views.container_status(c, False)[0])
+    last = seen[-1]
+    assert (last.state, last.finished_at, last.exit_code, last.reason, last.message) == (
+        pb.CONTAINER_EXITED, 9, 3, "Error", "boom")
+    # new metadata (a record read back, say) is a new view too
+    c.meta = dataclasses.replace(c.meta, log_path="/other")
+    seen.append(views.container_status(c, False)[0])
+    assert seen[-1].log_path == "/other"
+    assert len({id(s) for s in seen}) == len(seen), "a change was answered with an old view"
+
+
+def test_a_template_built_ahead_is_what_the_status_view_uses() -> None:
+    c = _container()
+    views.status_template(c)
+    assert c.status_template is not None and c.status_template[0] is c.meta
+    template = c.status_template[1]
+    c.status.state = RUNNING
+    st, _ = views.container_status(c, False)
+    assert st is not template and st.state == pb.CONTAINER_RUNNING
+    assert template.state == pb.CONTAINER_CREATED, "the template was written to"  # the default: unset
+    assert dict(st.annotations) == {"a": "1"} and st.metadata.name == "c"
