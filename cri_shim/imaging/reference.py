@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ class Reference:
         return self.digest or self.tag or "latest"
 
 
+@functools.lru_cache(maxsize=1024)  # ImageStatus and CreateContainer parse the same few again and again
 def parse(ref: str) -> Reference:
     if not ref or len(ref) > 4096 or any(c.isspace() for c in ref):
         raise InvalidArgument(f"invalid image reference {ref!r}")

@@ -47,6 +47,9 @@ class Sandbox:
     _config: tuple[bytes, pb.PodSandboxConfig] | None = field(default=None, repr=False, compare=False)
     # The List view, kept while the metadata and the state it was built from hold (views).
     view: tuple[object, str, pb.PodSandbox] | None = field(default=None, repr=False, compare=False)
+    # The Status view, and the metadata and (state, addresses) it was built from (views).
+    status_view: tuple[object, tuple[object, ...], pb.PodSandboxStatus] | None = field(
+        default=None, repr=False, compare=False)
 
     @property
     def config(self) -> pb.PodSandboxConfig:
@@ -285,6 +288,7 @@ class SandboxManager:
         await asyncio.to_thread(write_atomic, d / "hosts",
                                 pod_files.hosts_file(hostname, sb.status.ips))
         sb.status.state = READY
+        views.sandbox_status(sb, False)  # the view the kubelet asks for next, built now
         await asyncio.to_thread(self.store.put_status, sb.meta.id, sb.status)
 
     # --- Stop / Remove ---------------------------------------------------------------------

@@ -21,16 +21,15 @@ STATE_TO_PB = {CREATING: pb.SANDBOX_NOTREADY, READY: pb.SANDBOX_READY, NOTREADY:
 
 
 def sandbox_status(sb: Sandbox, verbose: bool) -> tuple[pb.PodSandboxStatus, dict[str, str]]:
-    cfg = sb.config
-    st = pb.PodSandboxStatus(
-        id=sb.meta.id, metadata=cfg.metadata, state=STATE_TO_PB[sb.status.state],
-        created_at=sb.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
-        runtime_handler=sb.meta.handler,
-    )
-    if sb.status.ips:
-        st.network.ip = sb.status.ips[0]
-        st.network.additional_ips.extend(pb.PodIP(ip=ip) for ip in sb.status.ips[1:])
-    st.linux.namespaces.options.CopyFrom(cfg.linux.security_context.namespace_options)
+    """The Status view (read-only: callers copy it), built once per state and addresses; the
+    kubelet asks for it again and again while nothing changes."""
+    key = (sb.status.state, tuple(sb.status.ips))
+    v = sb.status_view
+    if v is not None and v[0] is sb.meta and v[1] == key:
+        st = v[2]
+    else:
+        st = _build_status(sb)
+        sb.status_view = (sb.meta, key, st)
     info: dict[str, str] = {}
     if verbose:
         result = None
@@ -41,9 +40,23 @@ def sandbox_status(sb: Sandbox, verbose: bool) -> tuple[pb.PodSandboxStatus, dic
             "runtimeHandler": sb.meta.handler, "namespaces": {k: str(v) for k, v in sb.pins().items()},
             "cniResult": result, "cgroupParent": sb.meta.cgroup_parent,
             "infraCgroup": sb.meta.infra_cgroup, "dir": sb.meta.dir,
-            "config": json.loads(_to_json(cfg)),
+            "config": json.loads(_to_json(sb.config)),
         })
     return st, info
+
+
+def _build_status(sb: Sandbox) -> pb.PodSandboxStatus:
+    cfg = sb.config
+    st = pb.PodSandboxStatus(
+        id=sb.meta.id, metadata=cfg.metadata, state=STATE_TO_PB[sb.status.state],
+        created_at=sb.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
+        runtime_handler=sb.meta.handler,
+    )
+    if sb.status.ips:
+        st.network.ip = sb.status.ips[0]
+        st.network.additional_ips.extend(pb.PodIP(ip=ip) for ip in sb.status.ips[1:])
+    st.linux.namespaces.options.CopyFrom(cfg.linux.security_context.namespace_options)
+    return st
 
 
 def matches(sb: Sandbox, f: pb.PodSandboxFilter | None) -> bool:
