@@ -40,12 +40,21 @@ class about:  # noqa: N801 - used as a function: `with logs.about(pod_id=...)`
             _ids.reset(self._token)
 
 
+_ID_FIELDS = (("pod_sandbox_id", "pod_id"), ("container_id", "container_id"))
+_fields_of: dict[type, tuple[tuple[str, str], ...]] = {}  # a request type -> its id fields
+
+
 def ids_of(request: Any) -> dict[str, str]:
     """pod_id and container_id from a CRI request's fields, where it has them."""
+    kind = type(request)
+    fields = _fields_of.get(kind)
+    if fields is None:
+        fields = _fields_of[kind] = tuple(
+            (f, key) for f, key in _ID_FIELDS if isinstance(getattr(request, f, None), str))
     out = {}
-    for field, key in (("pod_sandbox_id", "pod_id"), ("container_id", "container_id")):
-        value = getattr(request, field, "")
-        if isinstance(value, str) and value:
+    for field, key in fields:
+        value = getattr(request, field)
+        if value:
             out[key] = value
     return out
 

@@ -38,6 +38,9 @@ log = logging.getLogger("cri_shim.rpc")
 
 RESPONSE_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
 OK_TRAILERS = [("grpc-status", "0")]
+# the header blocks of every successful call, coded once
+RESPONSE_BLOCK = http2.encode_headers(RESPONSE_HEADERS)
+OK_BLOCK = http2.encode_headers(OK_TRAILERS)
 MAX_STATUS_MESSAGE = 4096  # characters of grpc-message, once percent-encoded
 CUT_MARK = b" [...]"
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
@@ -315,28 +318,28 @@ class GrpcServer:
     def _reply_now(self, conn: http2.Connection, st: http2.Stream, message: bytes) -> bool:
         """Headers, message and trailers in one write if the client's windows have room for the
         message; else the headers alone (False: `_reply_rest` sends the rest)."""
-        frames = conn.headers_frames(st, RESPONSE_HEADERS, False)
+        frames = conn.headers_frames(st, RESPONSE_BLOCK, False)
         st.headers_sent = True
         data = conn.try_data_frames(st, message)
         if data is None:
             conn.send(st, frames)
             return False
-        conn.send(st, frames + data + conn.headers_frames(st, OK_TRAILERS, True), end=True)
+        conn.send(st, frames + data + conn.headers_frames(st, OK_BLOCK, True), end=True)
         return True
 
     async def _reply_rest(self, conn: http2.Connection, st: http2.Stream, message: bytes) -> None:
         await conn.send_data(st, message)
-        conn.send(st, conn.headers_frames(st, OK_TRAILERS, True), end=True)
+        conn.send(st, conn.headers_frames(st, OK_BLOCK, True), end=True)
 
     async def _stream(self, conn: http2.Connection, st: http2.Stream, method: Method, request: Any) -> None:
         async for reply in answer_stream(method.behavior, method.name, self._observe, request, None):
             message = self._message(method, reply)
             if not st.headers_sent:
-                conn.send(st, conn.headers_frames(st, RESPONSE_HEADERS, False))
+                conn.send(st, conn.headers_frames(st, RESPONSE_BLOCK, False))
                 st.headers_sent = True
             await conn.send_data(st, message)
         st.observed = True
         if st.headers_sent:
-            conn.send(st, conn.headers_frames(st, OK_TRAILERS, True), end=True)
+            conn.send(st, conn.headers_frames(st, OK_BLOCK, True), end=True)
         else:
             conn.send(st, conn.headers_frames(st, RESPONSE_HEADERS + OK_TRAILERS, True), end=True)

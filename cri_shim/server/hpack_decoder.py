@@ -15,6 +15,8 @@ from hpack.table import HeaderTable
 
 STATIC: tuple[tuple[str, str], ...] = tuple(
     (n.decode(), v.decode()) for n, v in HeaderTable.STATIC_TABLE)
+_LAST_STATIC_ONE_BYTE = 0x80 | len(STATIC)
+_FIRST_DYNAMIC_ONE_BYTE = _LAST_STATIC_ONE_BYTE + 1
 ENTRY_OVERHEAD = 32  # RFC 7541 section 4.1
 DEFAULT_TABLE_SIZE = 4096  # SETTINGS_HEADER_TABLE_SIZE: we advertise no other
 
@@ -104,8 +106,15 @@ class Decoder:
         while pos < end:
             b = block[pos]
             if b & 0x80:  # indexed
-                index, pos = self._integer(block, pos, 7)
-                header = self._entry(index)
+                if 0x80 < b <= _LAST_STATIC_ONE_BYTE:  # most of a block: a one-byte index
+                    header = STATIC[b - 0x81]
+                    pos += 1
+                elif _LAST_STATIC_ONE_BYTE < b < 0xFF and b - _FIRST_DYNAMIC_ONE_BYTE < len(self._dynamic):
+                    header = self._dynamic[b - _FIRST_DYNAMIC_ONE_BYTE]
+                    pos += 1
+                else:
+                    index, pos = self._integer(block, pos, 7)
+                    header = self._entry(index)
             elif b & 0xE0 == 0x20:  # dynamic table size update
                 if headers:
                     raise HPACKError("table size update after the first field")

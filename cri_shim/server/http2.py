@@ -20,7 +20,7 @@ import asyncio
 import logging
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from cri_shim.server.hpack_decoder import Decoder, HPACKError
 
@@ -160,8 +160,8 @@ class Connection(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # (uvloop's are not subclasses)
+        transport = self.transport
         settings = b"".join(_SETTING.pack(k, v) for k, v in (
             (ENABLE_PUSH, 0), (MAX_CONCURRENT_STREAMS, MAX_STREAMS), (INITIAL_WINDOW_SIZE, RECV_WINDOW),
             (MAX_HEADER_LIST_SIZE, MAX_HEADER_BLOCK)))
@@ -433,9 +433,11 @@ class Connection(asyncio.Protocol):
         payload = self._last_stream.to_bytes(4, "big") + code.to_bytes(4, "big") + message.encode()[:256]
         return frame(GOAWAY, 0, 0, payload)
 
-    def headers_frames(self, st: Stream, headers: list[tuple[str, str]], end_stream: bool) -> list[bytes]:
-        """HEADERS (+ CONTINUATION) frames for `headers` on `st`."""
-        block = encode_headers(headers)
+    def headers_frames(self, st: Stream, headers: list[tuple[str, str]] | bytes,
+                       end_stream: bool) -> list[bytes]:
+        """HEADERS (+ CONTINUATION) frames for `headers` (or a block `encode_headers` made of
+        them) on `st`."""
+        block = headers if isinstance(headers, bytes) else encode_headers(headers)
         flags = END_STREAM if end_stream else 0
         limit = self._peer_frame
         if len(block) <= limit:
