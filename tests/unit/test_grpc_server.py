@@ -1138,17 +1138,22 @@ def test_raw_rst_stream_cancels_the_call(serve: Callable[..., Served]) -> None:
     assert c.response(3).trailers == {"grpc-status": "0"}
 
 
-def test_client_goaway_lets_calls_finish(serve: Callable[..., Served]) -> None:
-    s = serve()
+def held_version(answer: str) -> tuple[Callable[..., Any], threading.Event, asyncio.Event]:
+    """A Version that answers `answer` once released: (it, entered, release)."""
     entered = threading.Event()
     release = asyncio.Event()
 
     async def version(request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
         entered.set()
         await release.wait()
-        return pb.VersionResponse(version="finished")
+        return pb.VersionResponse(version=answer)
 
-    s.servicer.impl["Version"] = version
+    return version, entered, release
+
+
+def test_client_goaway_lets_calls_finish(serve: Callable[..., Served]) -> None:
+    s = serve()
+    s.servicer.impl["Version"], entered, release = held_version("finished")
     c = s.raw()
     c.unary(1, pb.VersionRequest().SerializeToString())
     assert entered.wait(WAIT)
@@ -1209,15 +1214,7 @@ def test_stop_with_grace(serve: Callable[..., Served]) -> None:
 
 def test_stop_sends_goaway_and_refuses_new_streams(serve: Callable[..., Served]) -> None:
     s = serve()
-    entered = threading.Event()
-    release = asyncio.Event()
-
-    async def version(request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
-        entered.set()
-        await release.wait()
-        return pb.VersionResponse(version="drained")
-
-    s.servicer.impl["Version"] = version
+    s.servicer.impl["Version"], entered, release = held_version("drained")
     c = s.raw()
     c.unary(1, pb.VersionRequest().SerializeToString())
     assert entered.wait(WAIT)
