@@ -83,7 +83,8 @@ class Container:
     # The decoded config, kept beside the bytes it came from (read-only: callers never modify it).
     _config: tuple[bytes, pb.ContainerConfig] | None = field(default=None, repr=False, compare=False)
     # The List view, kept while the metadata and the state it was built from hold (views).
-    view: tuple[object, str, pb.Container] | None = field(default=None, repr=False, compare=False)
+    view: tuple[object, str, pb.Container, bytes | None] | None = field(default=None, repr=False,
+                                                                         compare=False)
     # The Status view and the metadata and state it was built from (views.container_status).
     status_view: tuple[object, tuple[object, ...], pb.ContainerStatus] | None = field(
         default=None, repr=False, compare=False)
@@ -548,6 +549,10 @@ class ContainerManager:
 
     def list(self, f: pb.ContainerFilter | None) -> list[pb.Container]:
         return [views.container_pb(c) for c in self.containers.values() if views.matches(c, f)]
+
+    def list_encoded(self, f: pb.ContainerFilter | None) -> bytes:
+        """ListContainersResponse's encoding (see cri_shim.encoded)."""
+        return b"".join([views.container_entry(c) for c in self.containers.values() if views.matches(c, f)])
 
     def status(self, container_id: str, verbose: bool = False) -> tuple[pb.ContainerStatus, dict[str, str]]:
         c = self.get(container_id)

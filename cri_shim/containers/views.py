@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from cri_shim.containers import stop_signals
 from cri_shim.containers.store import CREATED, CREATING, EXITED, RUNNING
 from cri_shim.criapi import api_pb2 as pb
+from cri_shim.encoded import field_entry
 from cri_shim.id_lookup import labels_match
 
 if TYPE_CHECKING:
@@ -23,6 +24,20 @@ STATE_TO_PB = {
     RUNNING: pb.CONTAINER_RUNNING,
     EXITED: pb.CONTAINER_EXITED,
 }
+
+
+# ListContainersResponse.containers, whose entries container_entry encodes
+CONTAINERS_FIELD = pb.ListContainersResponse.DESCRIPTOR.fields_by_name["containers"].number
+
+
+def container_entry(c: Container) -> bytes:
+    """The List view as an entry of ListContainersResponse.containers, encoded once per state."""
+    container_pb(c)
+    v = c.view
+    assert v is not None
+    if v[3] is None:
+        c.view = v = (v[0], v[1], v[2], field_entry(CONTAINERS_FIELD, v[2]))
+    return v[3]
 
 
 def container_pb(c: Container) -> pb.Container:
@@ -38,7 +53,7 @@ def container_pb(c: Container) -> pb.Container:
         created_at=c.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
         image_id=c.meta.image_id,
     )
-    c.view = (c.meta, c.status.state, msg)
+    c.view = (c.meta, c.status.state, msg, None)
     return msg
 
 

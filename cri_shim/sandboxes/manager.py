@@ -46,7 +46,8 @@ class Sandbox:
     # The decoded config, kept beside the bytes it came from (read-only: callers never modify it).
     _config: tuple[bytes, pb.PodSandboxConfig] | None = field(default=None, repr=False, compare=False)
     # The List view, kept while the metadata and the state it was built from hold (views).
-    view: tuple[object, str, pb.PodSandbox] | None = field(default=None, repr=False, compare=False)
+    view: tuple[object, str, pb.PodSandbox, bytes | None] | None = field(default=None, repr=False,
+                                                                          compare=False)
     # The Status view, and the metadata and (state, addresses) it was built from (views).
     status_view: tuple[object, tuple[object, ...], pb.PodSandboxStatus] | None = field(
         default=None, repr=False, compare=False)
@@ -404,6 +405,10 @@ class SandboxManager:
 
     def list(self, f: pb.PodSandboxFilter | None) -> list[pb.PodSandbox]:
         return [views.sandbox_pb(sb) for sb in self.sandboxes.values() if views.matches(sb, f)]
+
+    def list_encoded(self, f: pb.PodSandboxFilter | None) -> bytes:
+        """ListPodSandboxResponse's encoding (see cri_shim.encoded)."""
+        return b"".join([views.sandbox_entry(sb) for sb in self.sandboxes.values() if views.matches(sb, f)])
 
     def container_pod(self, pod_id: str) -> PodInfo:
         """The container side's view of a pod (see cri_shim.ports.PodInfo)."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from cri_shim.containers.spec_gen import PodContext
 from cri_shim.criapi import api_pb2 as pb
+from cri_shim.encoded import field_entry
 from cri_shim.id_lookup import labels_match
 from cri_shim.ports import PodInfo
 from cri_shim.sandboxes.store import CREATING, NOTREADY, READY
@@ -70,6 +71,20 @@ def matches(sb: Sandbox, f: pb.PodSandboxFilter | None) -> bool:
     return not f.label_selector or labels_match(sb.config.labels, f.label_selector)
 
 
+# ListPodSandboxResponse.items, whose entries sandbox_entry encodes
+ITEMS_FIELD = pb.ListPodSandboxResponse.DESCRIPTOR.fields_by_name["items"].number
+
+
+def sandbox_entry(sb: Sandbox) -> bytes:
+    """The List view as an entry of ListPodSandboxResponse.items, encoded once per state."""
+    sandbox_pb(sb)
+    v = sb.view
+    assert v is not None
+    if v[3] is None:
+        sb.view = v = (v[0], v[1], v[2], field_entry(ITEMS_FIELD, v[2]))
+    return v[3]
+
+
 def sandbox_pb(sb: Sandbox) -> pb.PodSandbox:
     """The List view of a pod, built once per state (read-only: List copies it)."""
     v = sb.view
@@ -81,7 +96,7 @@ def sandbox_pb(sb: Sandbox) -> pb.PodSandbox:
         created_at=sb.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
         runtime_handler=sb.meta.handler,
     )
-    sb.view = (sb.meta, sb.status.state, msg)
+    sb.view = (sb.meta, sb.status.state, msg, None)
     return msg
 
 

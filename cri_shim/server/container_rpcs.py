@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from cri_shim import validation
 from cri_shim.containers import checkpoint
 from cri_shim.criapi import api_pb2 as pb
+from cri_shim.encoded import Encoded
 from cri_shim.errors import InvalidArgument
 from cri_shim.server.list_batches import batches
 from cri_shim.stats import container as stats_container
@@ -65,9 +66,9 @@ class ContainerRPCs:
 
     def ListContainers(
         self, request: pb.ListContainersRequest, context: object
-    ) -> pb.ListContainersResponse:
+    ) -> Encoded:
         f = request.filter if request.HasField("filter") else None
-        return pb.ListContainersResponse(containers=self._containers.list(f))
+        return Encoded(pb.ListContainersResponse, self._containers.list_encoded(f))
 
     async def StreamContainers(
         self, request: pb.StreamContainersRequest, context: object

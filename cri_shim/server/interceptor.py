@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from cri_shim import logs
+from cri_shim.encoded import Encoded
 from cri_shim.errors import CRIError, oci_code
 
 log = logging.getLogger("cri_shim.rpc")
@@ -165,9 +166,11 @@ async def answer_stream(behavior: Callable[..., Any], method: str, observe: RPCO
 def _wrap_unary(behavior: Callable[..., Any], method: str, observe: RPCObserver) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await answer_unary(behavior, method, observe, request, context)
+            result = await answer_unary(behavior, method, observe, request, context)
         except RPCFailure as f:
             await context.abort(f.code, f.message)
+        # grpcio serializes with the response type's own method, which wants a message
+        return result.decoded() if isinstance(result, Encoded) else result
 
     return call
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from cri_shim import validation
 from cri_shim.criapi import api_pb2 as pb
+from cri_shim.encoded import Encoded
 from cri_shim.server.list_batches import batches
 from cri_shim.stats import pod as pod_stats
 
@@ -55,9 +56,9 @@ class PodRPCs:
 
     def ListPodSandbox(
         self, request: pb.ListPodSandboxRequest, context: object
-    ) -> pb.ListPodSandboxResponse:
+    ) -> Encoded:
         f = request.filter if request.HasField("filter") else None
-        return pb.ListPodSandboxResponse(items=self._pods.list(f))
+        return Encoded(pb.ListPodSandboxResponse, self._pods.list_encoded(f))
 
     async def StreamPodSandboxes(
         self, request: pb.StreamPodSandboxesRequest, context: object

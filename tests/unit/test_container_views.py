@@ -8,6 +8,7 @@ from cri_shim.containers import views
 from cri_shim.containers.manager import Container
 from cri_shim.containers.store import CREATED, EXITED, RUNNING, ContainerMeta, ContainerState
 from cri_shim.criapi import api_pb2 as pb
+from cri_shim.encoded import Encoded, varint
 
 
 def _container() -> Container:
@@ -65,3 +66,33 @@ def test_a_template_built_ahead_is_what_the_status_view_uses() -> None:
     assert st is not template and st.state == pb.CONTAINER_RUNNING
     assert template.state == pb.CONTAINER_CREATED, "the template was written to"  # the default: unset
     assert dict(st.annotations) == {"a": "1"} and st.metadata.name == "c"
+
+
+def test_list_entries_encode_what_the_message_would() -> None:
+    """Joined entries are the ListContainersResponse the messages make, whatever their size
+    (a length over 127 takes a two-byte varint), and an entry follows its container's state."""
+    cs = []
+    for i, labels in enumerate(({}, {"k": "v" * 200}, {"big": "x" * 70_000})):
+        c = _container()
+        c.meta = dataclasses.replace(c.meta, id=f"c{i}")
+        c.config.labels.update(labels)  # the decoded config is what the views read
+        cs.append(c)
+    joined = b"".join(views.container_entry(c) for c in cs)
+    expected = pb.ListContainersResponse(containers=[views.container_pb(c) for c in cs])
+    assert pb.ListContainersResponse.FromString(joined) == expected
+    assert joined == expected.SerializeToString()
+    first = views.container_entry(cs[0])
+    assert views.container_entry(cs[0]) is first
+    cs[0].status.state = RUNNING
+    running = views.container_entry(cs[0])
+    assert running != first
+    assert pb.ListContainersResponse.FromString(running).containers[0].state == pb.CONTAINER_RUNNING
+
+
+def test_encoded_stands_in_for_its_message() -> None:
+    msg = pb.ListContainersResponse(containers=[pb.Container(id="a"), pb.Container(id="b" * 300)])
+    enc = Encoded(pb.ListContainersResponse, msg.SerializeToString())
+    assert enc.SerializeToString() == msg.SerializeToString()
+    assert enc.decoded() == msg
+    assert [varint(n) for n in (0, 1, 127, 128, 300, 2**21)] == [
+        b"\x00", b"\x01", b"\x7f", b"\x80\x01", b"\xac\x02", b"\x80\x80\x80\x01"]

@@ -27,6 +27,7 @@ import pytest
 
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.criapi import api_pb2_grpc as pb_grpc
+from cri_shim.encoded import Encoded
 from cri_shim.errors import NotFound
 from cri_shim.server import grpc_server
 from cri_shim.server.grpc_server import GrpcServer
@@ -1257,3 +1258,15 @@ def test_an_oversized_request_is_answered_once_and_its_rest_dropped(serve: Calla
     resets = [f for f in c.seen if f.type == RST_STREAM and f.sid == 1]
     assert [int.from_bytes(f.payload, "big") for f in resets] == [NO_ERROR]
     assert not [f for f in c.seen if f.type == GOAWAY]
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["task", "inline"])
+def test_an_answer_in_wire_form_is_sent_as_it_is(serve: Callable[..., Served], inline: bool) -> None:
+    s = serve(inline=("ListContainers",) if inline else ())
+    want = pb.ListContainersResponse(containers=[pb.Container(id=f"{i:064x}") for i in range(500)])
+
+    def list_containers(request: Any, context: Any) -> Encoded:
+        return Encoded(pb.ListContainersResponse, want.SerializeToString())
+
+    s.servicer.impl["ListContainers"] = list_containers
+    assert s.runtime().ListContainers(pb.ListContainersRequest(), timeout=WAIT) == want

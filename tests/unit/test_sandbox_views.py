@@ -25,3 +25,16 @@ def test_pod_status_view_is_reused_until_state_or_addresses_change() -> None:
     assert third.state == pb.SANDBOX_NOTREADY and third.network.ip == "10.1.0.5"
     sb.meta = dataclasses.replace(sb.meta, handler="crun")
     assert views.sandbox_status(sb, False)[0].runtime_handler == "crun"
+
+
+def test_pod_list_entries_encode_what_the_message_would() -> None:
+    pods = []
+    for i in range(3):
+        sb = Sandbox(meta=dataclasses.replace(sandbox_meta(), id=f"p{i}"), status=SandboxState(state=READY))
+        pods.append(sb)
+    joined = b"".join(views.sandbox_entry(sb) for sb in pods)
+    expected = pb.ListPodSandboxResponse(items=[views.sandbox_pb(sb) for sb in pods])
+    assert joined == expected.SerializeToString()
+    pods[1].status.state = NOTREADY
+    entry = pb.ListPodSandboxResponse.FromString(views.sandbox_entry(pods[1]))
+    assert [p.state for p in entry.items] == [pb.SANDBOX_NOTREADY]
