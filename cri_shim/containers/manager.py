@@ -88,6 +88,8 @@ class Container:
     # The Status view and the metadata and state it was built from (views.container_status).
     status_view: tuple[object, tuple[object, ...], pb.ContainerStatus] | None = field(
         default=None, repr=False, compare=False)
+    # The bundle's config.json as written (the verbose status shows it; ~6 KB).
+    spec_json: str | None = field(default=None, repr=False, compare=False)
     # What of the Status view comes from the metadata alone, and the metadata it came from.
     status_template: tuple[object, pb.ContainerStatus] | None = field(default=None, repr=False,
                                                                        compare=False)
@@ -372,7 +374,8 @@ class ContainerManager:
             supplemental_groups=list(user.additional_gids or []) if user else c.meta.supplemental_groups,
             rootfs=str(rootfs),
         )
-        await asyncio.to_thread(write_atomic, bundle / "config.json", spec.to_json(indent=1), PRIVATE_FILE)
+        c.spec_json = spec.to_json(indent=1)
+        await asyncio.to_thread(write_atomic, bundle / "config.json", c.spec_json, PRIVATE_FILE)
         if record_to is not None:
             nnp = bool(spec.process and spec.process.no_new_privileges)
             binary = self.handlers.get(c.meta.handler).path or ""

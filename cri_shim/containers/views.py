@@ -82,17 +82,26 @@ def container_status(c: Container, verbose: bool) -> tuple[pb.ContainerStatus, d
     else:
         st = _build_status(c)
         c.status_view = (c.meta, key, st)
-    info: dict[str, str] = {}
-    if verbose:
-        spec_text = ""
-        with contextlib.suppress(OSError):
-            spec_text = (Path(c.meta.bundle) / "config.json").read_text()
-        info["info"] = json.dumps({
-            "sandboxID": c.meta.pod_id, "pid": c.status.pid, "runtimeHandler": c.meta.handler,
-            "bundle": c.meta.bundle, "cgroupsPath": c.meta.cgroups_path,
-            "runtimeSpec": json.loads(spec_text) if spec_text else None,
-        })
+    info = {"info": verbose_info(c)} if verbose else {}
     return st, info
+
+
+def verbose_info(c: Container) -> str:
+    """The verbose status' info: the record's runtime facts and the OCI spec, whose JSON text
+    goes in as it is (kept from CreateContainer, or read back and checked once after a restart)
+    rather than decoded and encoded again on every call."""
+    spec = c.spec_json
+    if spec is None:
+        spec = "null"
+        with contextlib.suppress(OSError, ValueError):
+            text = (Path(c.meta.bundle) / "config.json").read_text()
+            json.loads(text)
+            spec = c.spec_json = text
+    head = json.dumps({
+        "sandboxID": c.meta.pod_id, "pid": c.status.pid, "runtimeHandler": c.meta.handler,
+        "bundle": c.meta.bundle, "cgroupsPath": c.meta.cgroups_path,
+    })
+    return f'{head[:-1]}, "runtimeSpec": {spec}}}'
 
 
 def _build_status(c: Container) -> pb.ContainerStatus:

@@ -69,7 +69,7 @@ def test_a_template_built_ahead_is_what_the_status_view_uses() -> None:
 
 
 def test_list_entries_encode_what_the_message_would() -> None:
-    """Joined entries are the ListContainersResponse the messages make, whatever their size
+    """Joined entries decode to the ListContainersResponse the messages make, whatever their size
     (a length over 127 takes a two-byte varint), and an entry follows its container's state."""
     cs = []
     for i, labels in enumerate(({}, {"k": "v" * 200}, {"big": "x" * 70_000})):
@@ -79,8 +79,8 @@ def test_list_entries_encode_what_the_message_would() -> None:
         cs.append(c)
     joined = b"".join(views.container_entry(c) for c in cs)
     expected = pb.ListContainersResponse(containers=[views.container_pb(c) for c in cs])
+    # (equal as messages: protobuf leaves the order of map entries on the wire open)
     assert pb.ListContainersResponse.FromString(joined) == expected
-    assert joined == expected.SerializeToString()
     first = views.container_entry(cs[0])
     assert views.container_entry(cs[0]) is first
     cs[0].status.state = RUNNING
@@ -96,3 +96,31 @@ def test_encoded_stands_in_for_its_message() -> None:
     assert enc.decoded() == msg
     assert [varint(n) for n in (0, 1, 127, 128, 300, 2**21)] == [
         b"\x00", b"\x01", b"\x7f", b"\x80\x01", b"\xac\x02", b"\x80\x80\x80\x01"]
+
+
+def test_verbose_info_carries_the_spec_as_written(tmp_path) -> None:
+    import json
+
+    c = _container()
+    c.meta = dataclasses.replace(c.meta, bundle=str(tmp_path), cgroups_path="/kubepods/c1")
+    c.status.pid = 42
+    # after a restart: read back from the bundle, checked, then kept
+    spec = {"ociVersion": "1.1.0", "process": {"args": ["top"], "env": ["A=«b»"]}}
+    (tmp_path / "config.json").write_text(json.dumps(spec, indent=1))
+    _, info = views.container_status(c, True)
+    assert json.loads(info["info"]) == {"sandboxID": "p1", "pid": 42, "runtimeHandler": "runc",
+                                        "bundle": str(tmp_path), "cgroupsPath": "/kubepods/c1",
+                                        "runtimeSpec": spec}
+    (tmp_path / "config.json").unlink()
+    assert json.loads(views.container_status(c, True)[1]["info"])["runtimeSpec"] == spec
+    # a spec that cannot be read or is not JSON is null, never an info that is not JSON
+    for broken in (None, '{"ociVersion": "1.1'):
+        d = _container()
+        d.meta = dataclasses.replace(d.meta, bundle=str(tmp_path))
+        if broken is not None:
+            (tmp_path / "config.json").write_text(broken)
+        assert json.loads(views.container_status(d, True)[1]["info"])["runtimeSpec"] is None
+    # as CreateContainer leaves it
+    e = _container()
+    e.spec_json = json.dumps(spec, indent=1)
+    assert json.loads(views.verbose_info(e))["runtimeSpec"] == spec

@@ -34,7 +34,7 @@ def test_pod_list_entries_encode_what_the_message_would() -> None:
         pods.append(sb)
     joined = b"".join(views.sandbox_entry(sb) for sb in pods)
     expected = pb.ListPodSandboxResponse(items=[views.sandbox_pb(sb) for sb in pods])
-    assert joined == expected.SerializeToString()
+    assert pb.ListPodSandboxResponse.FromString(joined) == expected
     pods[1].status.state = NOTREADY
     entry = pb.ListPodSandboxResponse.FromString(views.sandbox_entry(pods[1]))
     assert [p.state for p in entry.items] == [pb.SANDBOX_NOTREADY]
