@@ -150,7 +150,6 @@ class Daemon:
             )
             api_pb2_grpc.add_RuntimeServiceServicer_to_server(runtime_service, server)
             api_pb2_grpc.add_ImageServiceServicer_to_server(image_service, server)
-            server.add_insecure_port(f"unix:{cfg.socket}")
         try:
             for c in self.components:
                 await c.start()
@@ -160,6 +159,7 @@ class Daemon:
             if isinstance(server, GrpcServer):
                 await server.start(cfg.socket)
             else:
+                server.add_insecure_port(f"unix:{cfg.socket}")  # binds: only once components run
                 await server.start()
             os.chmod(cfg.socket, 0o660)
             loop = asyncio.get_running_loop()

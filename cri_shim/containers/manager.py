@@ -83,8 +83,7 @@ class Container:
     # The decoded config, kept beside the bytes it came from (read-only: callers never modify it).
     _config: tuple[bytes, pb.ContainerConfig] | None = field(default=None, repr=False, compare=False)
     # The List view, kept while the metadata and the state it was built from hold (views).
-    view: tuple[object, str, pb.Container, bytes | None] | None = field(default=None, repr=False,
-                                                                         compare=False)
+    view: tuple[object, str, pb.Container, bytes] | None = field(default=None, repr=False, compare=False)
     # The Status view and the metadata and state it was built from (views.container_status).
     status_view: tuple[object, tuple[object, ...], pb.ContainerStatus] | None = field(
         default=None, repr=False, compare=False)

@@ -32,19 +32,19 @@ CONTAINERS_FIELD = pb.ListContainersResponse.DESCRIPTOR.fields_by_name["containe
 
 def container_entry(c: Container) -> bytes:
     """The List view as an entry of ListContainersResponse.containers, encoded once per state."""
-    container_pb(c)
-    v = c.view
-    assert v is not None
-    if v[3] is None:
-        c.view = v = (v[0], v[1], v[2], field_entry(CONTAINERS_FIELD, v[2]))
-    return v[3]
+    return _list_view(c)[3]
 
 
 def container_pb(c: Container) -> pb.Container:
     """The List view of a container, built once per state (read-only: List copies it)."""
+    return _list_view(c)[2]
+
+
+def _list_view(c: Container) -> tuple[object, str, pb.Container, bytes]:
+    """(metadata, state, List view, its encoded entry), rebuilt when either of the first two changes."""
     v = c.view
     if v is not None and v[0] is c.meta and v[1] == c.status.state:
-        return v[2]
+        return v
     cfg = c.config
     msg = pb.Container(
         id=c.meta.id, pod_sandbox_id=c.meta.pod_id, metadata=cfg.metadata,
@@ -53,8 +53,8 @@ def container_pb(c: Container) -> pb.Container:
         created_at=c.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
         image_id=c.meta.image_id,
     )
-    c.view = (c.meta, c.status.state, msg, None)
-    return msg
+    c.view = v = (c.meta, c.status.state, msg, field_entry(CONTAINERS_FIELD, msg))
+    return v
 
 
 def matches(c: Container, f: pb.ContainerFilter | None) -> bool:
@@ -107,7 +107,7 @@ def verbose_info(c: Container) -> str:
 def _build_status(c: Container) -> pb.ContainerStatus:
     """The template of what never changes, and the state over it."""
     st = pb.ContainerStatus()
-    st.CopyFrom(_status_template(c))
+    st.CopyFrom(status_template(c))
     s = c.status
     st.state = STATE_TO_PB[s.state]
     st.started_at = s.started_at
@@ -120,14 +120,9 @@ def _build_status(c: Container) -> pb.ContainerStatus:
     return st
 
 
-def status_template(c: Container) -> None:
-    """Build the Status view's template now (CreateContainer does, so that the first
-    ContainerStatus, which the kubelet sends right after StartContainer, only copies it)."""
-    _status_template(c)
-
-
-def _status_template(c: Container) -> pb.ContainerStatus:
-    """The part of the Status view that comes from the metadata and config alone."""
+def status_template(c: Container) -> pb.ContainerStatus:
+    """The part of the Status view that comes from the metadata and config alone. CreateContainer
+    builds it, so that the first ContainerStatus (right after StartContainer) only copies it."""
     t = c.status_template
     if t is not None and t[0] is c.meta:
         return t[1]

@@ -46,8 +46,7 @@ class Sandbox:
     # The decoded config, kept beside the bytes it came from (read-only: callers never modify it).
     _config: tuple[bytes, pb.PodSandboxConfig] | None = field(default=None, repr=False, compare=False)
     # The List view, kept while the metadata and the state it was built from hold (views).
-    view: tuple[object, str, pb.PodSandbox, bytes | None] | None = field(default=None, repr=False,
-                                                                          compare=False)
+    view: tuple[object, str, pb.PodSandbox, bytes] | None = field(default=None, repr=False, compare=False)
     # The Status view, and the metadata and (state, addresses) it was built from (views).
     status_view: tuple[object, tuple[object, ...], pb.PodSandboxStatus] | None = field(
         default=None, repr=False, compare=False)

@@ -77,27 +77,27 @@ ITEMS_FIELD = pb.ListPodSandboxResponse.DESCRIPTOR.fields_by_name["items"].numbe
 
 def sandbox_entry(sb: Sandbox) -> bytes:
     """The List view as an entry of ListPodSandboxResponse.items, encoded once per state."""
-    sandbox_pb(sb)
-    v = sb.view
-    assert v is not None
-    if v[3] is None:
-        sb.view = v = (v[0], v[1], v[2], field_entry(ITEMS_FIELD, v[2]))
-    return v[3]
+    return _list_view(sb)[3]
 
 
 def sandbox_pb(sb: Sandbox) -> pb.PodSandbox:
     """The List view of a pod, built once per state (read-only: List copies it)."""
+    return _list_view(sb)[2]
+
+
+def _list_view(sb: Sandbox) -> tuple[object, str, pb.PodSandbox, bytes]:
+    """(metadata, state, List view, its encoded entry), rebuilt when either of the first two changes."""
     v = sb.view
     if v is not None and v[0] is sb.meta and v[1] == sb.status.state:
-        return v[2]
+        return v
     cfg = sb.config
     msg = pb.PodSandbox(
         id=sb.meta.id, metadata=cfg.metadata, state=STATE_TO_PB[sb.status.state],
         created_at=sb.meta.created_at, labels=cfg.labels, annotations=cfg.annotations,
         runtime_handler=sb.meta.handler,
     )
-    sb.view = (sb.meta, sb.status.state, msg, None)
-    return msg
+    sb.view = v = (sb.meta, sb.status.state, msg, field_entry(ITEMS_FIELD, msg))
+    return v
 
 
 def pod_info(sb: Sandbox) -> PodInfo:

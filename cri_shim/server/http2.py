@@ -103,7 +103,7 @@ def encode_headers(headers: list[tuple[str, str]]) -> bytes:
 
 
 class Stream:
-    __slots__ = ("id", "headers", "body", "send_window", "remote_closed", "local_closed", "reset",
+    __slots__ = ("id", "headers", "body", "send_window", "remote_closed", "reset",
                  "dispatched", "task", "headers_sent", "observed", "expired")
 
     def __init__(self, stream_id: int, send_window: int) -> None:
@@ -112,7 +112,6 @@ class Stream:
         self.body = bytearray()
         self.send_window = send_window
         self.remote_closed = False
-        self.local_closed = False
         self.reset = False
         self.dispatched = False  # handed to on_request
         self.task: asyncio.Task[Any] | None = None  # what answers it, unless answered at once
@@ -467,7 +466,6 @@ class Connection(asyncio.Protocol):
             raise StreamReset(f"stream {st.id} was reset")
         self._write(frames)
         if end:
-            st.local_closed = True
             self._done(st)
 
     async def send_data(self, st: Stream, data: bytes) -> None:

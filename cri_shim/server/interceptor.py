@@ -119,32 +119,46 @@ def _failure(exc: Exception, method: str, start: float, observe: RPCObserver) ->
     return RPCFailure(code, message)
 
 
+class _Answering:
+    """Around one call: its request's ids on the log lines inside, then "ok" logged and counted,
+    or what it raised logged, counted and turned into RPCFailure. A class, not a generator
+    context manager: every call enters one."""
+
+    __slots__ = ("_method", "_observe", "_about", "_start")
+
+    def __init__(self, method: str, observe: RPCObserver, request: Any) -> None:
+        self._method = method
+        self._observe = observe
+        self._about = logs.about(**logs.ids_of(request))
+        self._start = 0.0
+
+    def __enter__(self) -> None:
+        self._start = time.monotonic()
+        self._about.__enter__()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            if exc is None:
+                _log_done(self._method, self._start, None, None, self._observe)
+            elif isinstance(exc, Exception):  # the conversion point; cancellation passes through
+                raise _failure(exc, self._method, self._start, self._observe) from exc
+        finally:
+            self._about.__exit__(kind, exc, tb)
+
+
 def answer_now(behavior: Callable[..., Any], method: str, observe: RPCObserver,
                request: Any, context: Any) -> Any:
     """What a plain (not async) `behavior` answers `request`, logged; RPCFailure for what it raised."""
-    start = time.monotonic()
-    with logs.about(**logs.ids_of(request)):
-        try:
-            result = behavior(request, context)
-        except Exception as exc:  # noqa: BLE001 - this is the conversion point
-            raise _failure(exc, method, start, observe) from exc
-        _log_done(method, start, None, None, observe)
-    return result
+    with _Answering(method, observe, request):
+        return behavior(request, context)
 
 
 async def answer_unary(behavior: Callable[..., Any], method: str, observe: RPCObserver,
                        request: Any, context: Any) -> Any:
     """What `behavior` (async or not) answers `request`, logged; RPCFailure for what it raised."""
-    start = time.monotonic()
-    with logs.about(**logs.ids_of(request)):
-        try:
-            result = behavior(request, context)
-            if inspect.isawaitable(result):
-                result = await result
-        except Exception as exc:  # noqa: BLE001 - this is the conversion point
-            raise _failure(exc, method, start, observe) from exc
-        _log_done(method, start, None, None, observe)
-    return result
+    with _Answering(method, observe, request):
+        result = behavior(request, context)
+        return await result if inspect.isawaitable(result) else result
 
 
 async def answer_stream(behavior: Callable[..., Any], method: str, observe: RPCObserver,
