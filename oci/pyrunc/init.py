@@ -10,6 +10,7 @@ looks created."""
 
 from __future__ import annotations
 
+import errno
 import os
 
 from . import syscalls as sc
@@ -69,12 +70,12 @@ def enter_namespaces(namespaces: list[dict[str, Any]], chan: Channel | None) -> 
 
 def stage1(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
     """Runs in the first child of `create` (under child.run); forks the init and returns."""
-    from . import cgroups, devices, idmap, mounts, process  # noqa: F401 - imported while the parent works
+    from . import devices, idmap, mounts, process  # noqa: F401 - imported while the parent works
     from .child import run
     process.preload(None)
-    chan.expect_ok()  # cgroups exist and carry their limits
-    if ctx.get("early_join"):
-        cgroups.join(ctx["cgroups"], os.getpid())  # before unshare: the cgroup ns is rooted here
+    chan.expect_ok()  # the cgroups exist and carry their limits (all but pids.max)
+    from . import cgroups
+    cgroups.join_self_v1(ctx["cgroups"])
     linux = cfg.get("linux") or {}
     if idmap.has_user_namespace(linux):
         # What the init needs from the host, taken while we are still the host's root: inside,
@@ -91,16 +92,44 @@ def stage1(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
             ctx["root_by_cwd"] = True
     elif any(idmap.wants_idmap(m) for m in cfg.get("mounts") or []):
         ctx["idmapped"] = idmap.prepare_mounts(cfg, ctx["bundle"])
-    enter_namespaces(linux.get("namespaces") or [], chan)
+    # a new cgroup namespace is rooted at its creator's cgroups: the init, once it is in all of
+    # them, makes it (stage2)
+    enter_namespaces([n for n in linux.get("namespaces") or [] if n.get("path") or n.get("type") != "cgroup"],
+                     chan)
     offsets = linux.get("timeOffsets")
     if offsets and any(n["type"] == "time" and not n.get("path") for n in linux.get("namespaces") or []):
         with open("/proc/self/timens_offsets", "w") as f:
             for clock, off in offsets.items():
                 f.write(f"{clock} {off.get('secs', 0)} {off.get('nanosecs', 0)}\n")
-    pid = os.fork()
+    pid, placed = _fork_init(ctx["cgroups"], idmap.has_user_namespace(linux))
     if pid == 0:
         run(chan, lambda: stage2(cfg, ctx, chan), prefix="pyrunc init")
-    chan.send(f"PID {pid}")
+    chan.send(f"PID {pid} {'placed' if placed else 'moved-by-parent'}")
+
+
+def _fork_init(cg: dict[str, Any], in_userns: bool) -> tuple[int, bool]:
+    """Fork the init into the container's cgroup2 directory (if it has one) with clone3, so it
+    is born there: (pid, True). Otherwise a plain fork, and the parent moves the init through
+    cgroup.procs: (pid, False). That is the way in a user namespace, whose root may not write to
+    the host's cgroups, and on kernels without CLONE_INTO_CGROUP (Linux < 5.7), which refuse it
+    before making anything. A refusal after that (the cgroup itself) is an error: the first fork
+    in a new pid namespace that fails leaves the namespace unable to get a pid 1 at all.
+    This process is single-threaded, as clone3 needs."""
+    from . import cgroups
+    v2 = cgroups.v2_path(cg)
+    if v2 is None:
+        return os.fork(), True
+    if in_userns:
+        return os.fork(), False
+    fd = os.open(v2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return sc.clone_into_cgroup(fd), True
+    except OSError as e:
+        if e.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
+            raise PyruncError(f"forking the init into cgroup {v2}: {e.strerror}") from None
+        return os.fork(), False
+    finally:
+        os.close(fd)
 
 
 def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
@@ -113,6 +142,11 @@ def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
     userns = "user" in types
     ctx["userns"] = userns
     ctx["cgroupns"] = "cgroup" in types
+    if ctx.get("new_cgroupns"):
+        # rooted where we are once in all our cgroups (the parent may still have to move us into
+        # the cgroup2 one), and made before /sys/fs/cgroup is mounted, so the mount shows it
+        chan.expect_ok()
+        sc.unshare(sc.CLONE_NEWCGROUP)
     mnts = cfg.get("mounts") or []
     if ctx.get("root_by_cwd"):
         mounts.prepare_root(rootfs, linux.get("rootfsPropagation"), already_mounted=True)
@@ -141,8 +175,8 @@ def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
         import subprocess  # noqa: F401
 
         from . import jsonio  # noqa: F401
-    if not ctx.get("early_join"):
-        chan.expect_ok()  # the parent has moved us into our cgroups
+    if not ctx.get("new_cgroupns"):
+        chan.expect_ok()  # we are in all our cgroups, alone, under all their limits
     if any(hooks.get(k) for k in ("prestart", "createRuntime", "createContainer", "startContainer")):
         chan.send("HOOKS")  # the parent runs prestart/createRuntime and tells us our host pid
         ctx["host_pid"] = int(chan.expect_ok() or 0)

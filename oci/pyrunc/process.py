@@ -109,7 +109,8 @@ def preload(seccomp: dict[str, Any] | None) -> Callable[[], None] | None:
     after pivot_root (or setns into the mount namespace) no module can be imported."""
     import resource  # noqa: F401
 
-    from . import caps, syscalls  # noqa: F401
+    from . import caps, syscalls
+    syscalls.load()
     caps.last_cap()
     if seccomp:
         from . import seccomp as scmp

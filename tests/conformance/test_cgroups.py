@@ -118,3 +118,46 @@ def test_hugepage_limit(h: Harness) -> None:
     c = h.start(h.spec("sleep", "100").hugepage_limit("2MB", 4 * MiB))
     assert c.pid
     assert cgroups.read(c.pid, "hugetlb", "hugetlb.2MB.limit_in_bytes", "hugetlb.2MB.max") == str(4 * MiB)
+
+
+def _cgroup_lines(pid: int) -> list[tuple[str, str]]:
+    """(controllers, path) of each hierarchy the process is in; "" is the cgroup2 one."""
+    out = []
+    for line in open(f"/proc/{pid}/cgroup").read().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        out.append((ctrls, path))
+    return out
+
+
+@pytest.mark.parametrize("userns", [False, True], ids=["host-users", "user-namespace"])
+def test_init_is_in_its_cgroup_in_every_hierarchy(h: Harness, userns: bool) -> None:
+    """Every hierarchy, the cgroup2 one of a hybrid host included (runc joins it too): pyrunc
+    moves its set-up process into v1 through `tasks` and forks the init into cgroup2 with
+    clone3, or, in a user namespace, moves the init there itself; all must end in one place."""
+    b = h.spec("sleep", "100")
+    if userns:
+        b.user_namespace([(0, 100000, 65536)], [(0, 100000, 65536)])
+        b.remove_mount("/sys/fs/cgroup")
+        h.reachable_by_mapped_root()
+    c = h.create(b)
+    assert c.pid
+    lines = _cgroup_lines(c.pid)
+    assert lines, lines
+    for ctrls, path in lines:
+        assert path == c.cgroups_path, (ctrls, path, lines)
+    # the runtime's own set-up processes are gone from the container's cgroups: only the init
+    assert h.rt.pids(c.id) == [c.pid]
+    h.rt.start(c.id)
+    h.rt.kill(c.id, signal.SIGKILL)
+    h.wait(c, timeout=30)
+    h.rt.delete(c.id)
+
+
+def test_pids_limit_of_one(h: Harness) -> None:
+    """A limit of one process still lets the init start (it is the one); its first fork fails."""
+    c = h.create(h.spec("sh", "-c", "echo started; true & echo forked").pids(1))
+    assert c.pid and cgroups.pids_max(c.pid) == "1"
+    h.rt.start(c.id)
+    result = h.wait(c, timeout=30)
+    assert "started" in result.stdout and "forked" not in result.stdout, result
+    h.rt.delete(c.id)

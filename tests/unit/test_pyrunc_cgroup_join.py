@@ -1,0 +1,120 @@
+"""How pyrunc create puts the init in its cgroups without a cgroup.procs migration: the set-up
+process writes 0 to each v1 `tasks` file, and the init is forked into the cgroup2 directory with
+clone3 unless that cannot work (a user namespace, an old kernel); then the parent moves it."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from oci.pyrunc import cgroups, init
+from oci.pyrunc import syscalls as sc
+from oci.pyrunc.errors import PyruncError
+
+
+def _hybrid(tmp_path: Path) -> dict:
+    paths = {}
+    for key in ("cpu,cpuacct", "memory", "name=systemd", "unified"):
+        d = tmp_path / key.replace("name=", "") / "pod" / "ctr"
+        d.mkdir(parents=True)
+        paths[key] = str(d)
+    return {"mode": "v1", "paths": paths}
+
+
+def test_join_self_v1_writes_zero_to_every_v1_tasks_file(tmp_path: Path) -> None:
+    cg = _hybrid(tmp_path)
+    for key in cg["paths"]:
+        (Path(cg["paths"][key]) / "tasks").write_text("")
+    cgroups.join_self_v1(cg)
+    for key, path in cg["paths"].items():
+        # the cgroup2 tree has no `tasks` (the init is forked into it instead)
+        assert (Path(path) / "tasks").read_text() == ("" if key == "unified" else "0"), key
+
+
+def test_join_self_v1_names_the_cgroup_it_cannot_join(tmp_path: Path) -> None:
+    cg = _hybrid(tmp_path)  # no tasks files: like a cgroup removed under us
+    with pytest.raises(PyruncError, match=r"cgroup: open .*/cpu,cpuacct/pod/ctr/tasks"):
+        cgroups.join_self_v1(cg)
+
+
+def test_join_self_v1_does_nothing_on_v2(tmp_path: Path) -> None:
+    cgroups.join_self_v1({"mode": "v2", "paths": {"": str(tmp_path)}})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_v2_path_of_each_layout(tmp_path: Path) -> None:
+    v2 = "/sys/fs/cgroup/pod/ctr"
+    assert cgroups.v2_path({"mode": "v2", "paths": {"": v2}}) == v2
+    assert cgroups.v2_path(_hybrid(tmp_path)) == str(tmp_path / "unified/pod/ctr")
+    assert cgroups.v2_path({"mode": "v1", "paths": {"memory": "/sys/fs/cgroup/memory/x"}}) is None
+
+
+def test_is_unified_looks_for_the_cgroup2_root_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cgroups, "ROOT", str(tmp_path))
+    assert not cgroups.is_unified()
+    (tmp_path / "cgroup.controllers").write_text("cpu memory\n")
+    assert cgroups.is_unified()
+
+
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record which fork the init would get, without forking."""
+    calls: list[str] = []
+
+    def fake_fork() -> int:
+        calls.append("fork")
+        return 4242
+
+    monkeypatch.setattr(init.os, "fork", fake_fork)
+    return calls
+
+
+def test_init_is_cloned_into_the_cgroup2_directory(tmp_path: Path, forks: list[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+
+    def clone(fd: int) -> int:
+        seen.append(Path(f"/proc/self/fd/{fd}").resolve().as_posix())
+        return 4343
+
+    monkeypatch.setattr(sc, "clone_into_cgroup", clone)
+    cg = _hybrid(tmp_path)
+    assert init._fork_init(cg, in_userns=False) == (4343, True)
+    assert seen == [cg["paths"]["unified"]] and forks == []
+
+
+def test_no_cgroup2_tree_is_a_plain_fork(forks: list[str]) -> None:
+    v1_only = {"mode": "v1", "paths": {"memory": "/nonexistent"}}
+    assert init._fork_init(v1_only, in_userns=False) == (4242, True)
+
+
+def test_a_user_namespace_never_tries_clone3(tmp_path: Path, forks: list[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its root may not write to the host's cgroups, and a clone3 refused after the pid was
+    taken would leave the new pid namespace without a pid 1 for good: fork, the parent moves it."""
+    monkeypatch.setattr(sc, "clone_into_cgroup", lambda fd: pytest.fail("clone3 tried in a user namespace"))
+    assert init._fork_init(_hybrid(tmp_path), in_userns=True) == (4242, False)
+
+
+@pytest.mark.parametrize("err", [errno.ENOSYS, errno.E2BIG, errno.EINVAL])
+def test_kernels_without_clone_into_cgroup_fall_back(tmp_path: Path, forks: list[str], err: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(fd: int) -> int:
+        raise OSError(err, "clone3")
+
+    monkeypatch.setattr(sc, "clone_into_cgroup", refuse)
+    assert init._fork_init(_hybrid(tmp_path), in_userns=False) == (4242, False)
+
+
+def test_a_refusal_by_the_cgroup_is_an_error_naming_it(tmp_path: Path, forks: list[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(fd: int) -> int:
+        raise OSError(errno.EAGAIN, "clone3")
+
+    monkeypatch.setattr(sc, "clone_into_cgroup", refuse)
+    cg = _hybrid(tmp_path)
+    with pytest.raises(PyruncError, match=f"forking the init into cgroup {cg['paths']['unified']}: "):
+        init._fork_init(cg, in_userns=False)
+    assert forks == []
