@@ -2,13 +2,17 @@
 
 Resource mapping is pure (`v1_settings`, `v2_settings` return file/value pairs) so the
 translation is unit-testable; `apply` writes them.
+
+What the short commands use (procs, is_frozen, freeze, remove) runs on `posix` and `fs`; only
+the functions that make cgroups, which `create` calls, import `os` (see container.py).
 """
 
 from __future__ import annotations
 
-import os
+import posix
 import time
 
+from . import fs
 from .errors import PyruncError
 
 TYPE_CHECKING = False
@@ -24,7 +28,7 @@ _V1_KNOWN = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio"
 def is_unified() -> bool:
     """A cgroup2 file system at the root: only its root has cgroup.controllers (not statfs,
     which would load ctypes into `create` before its child exists to load it instead)."""
-    return os.path.exists(ROOT + "/cgroup.controllers")
+    return fs.exists(ROOT + "/cgroup.controllers")
 
 
 def _v1_hierarchies() -> dict[str, str]:
@@ -58,6 +62,7 @@ def _own_cgroups() -> dict[str, str]:
 def resolve(cgroups_path: str, cid: str) -> dict[str, Any]:
     """Directory of the container's cgroup in each hierarchy; absolute paths are relative to the
     hierarchy root, relative ones to pyrunc's own cgroup (runc's rules)."""
+    import os
     if ":" in cgroups_path and not cgroups_path.startswith("/"):
         # systemd notation slice:prefix:name; we only have the cgroupfs driver, so map it plainly
         slice_, prefix, name = (cgroups_path.split(":") + ["", ""])[:3]
@@ -65,26 +70,26 @@ def resolve(cgroups_path: str, cid: str) -> dict[str, Any]:
     rel = cgroups_path or cid
     own = _own_cgroups()
     if is_unified():
-        base = rel if rel.startswith("/") else os.path.join(own.get("", "/"), rel)
+        base = rel if rel.startswith("/") else fs.join(own.get("", "/"), rel)
         return {"mode": "v2", "paths": {"": os.path.normpath(ROOT + "/" + base)}}
     paths: dict[str, str] = {}
     for mnt, ctrls in _v1_hierarchies().items():
-        base = rel if rel.startswith("/") else os.path.join(own.get(ctrls, "/"), rel)
+        base = rel if rel.startswith("/") else fs.join(own.get(ctrls, "/"), rel)
         paths[ctrls or "unified"] = os.path.normpath(mnt + "/" + base)
     return {"mode": "v1", "paths": paths}
 
 
 def _write(path: str, value: str) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC)
     except OSError as e:
         raise PyruncError(f"cgroup: open {path}: {e.strerror}") from None
     try:
-        os.write(fd, value.encode())
+        posix.write(fd, value.encode())
     except OSError as e:
         raise PyruncError(f"cgroup: write {value!r} to {path}: {e.strerror}") from None
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def _read(path: str) -> str:
@@ -94,52 +99,55 @@ def _read(path: str) -> str:
 
 def _init_cpuset(path: str) -> None:
     """A new v1 cpuset cgroup has empty cpus/mems; copy them down from the nearest ancestor."""
+    import os
     parent = os.path.dirname(path)
     for name in ("cpuset.cpus", "cpuset.mems"):
-        if not _read(os.path.join(parent, name)):
+        if not _read(fs.join(parent, name)):
             _init_cpuset(parent)
-        if not _read(os.path.join(path, name)):
-            _write(os.path.join(path, name), _read(os.path.join(parent, name)))
+        if not _read(fs.join(path, name)):
+            _write(fs.join(path, name), _read(fs.join(parent, name)))
 
 
 def _enable_v2_controllers(path: str) -> None:
     """Enable every available controller in each ancestor's subtree_control, root first."""
+    import os
     rel = os.path.relpath(path, ROOT)
     cur = ROOT
     for part in rel.split("/") if rel != "." else []:
         try:
-            avail = _read(os.path.join(cur, "cgroup.controllers")).split()
+            avail = _read(fs.join(cur, "cgroup.controllers")).split()
             want = " ".join("+" + c for c in avail)
             if want:
                 try:
-                    _write(os.path.join(cur, "cgroup.subtree_control"), want)
+                    _write(fs.join(cur, "cgroup.subtree_control"), want)
                 except PyruncError:
                     for c in avail:  # one may be refused (e.g. cpu with rt tasks); keep the rest
                         try:
-                            _write(os.path.join(cur, "cgroup.subtree_control"), "+" + c)
+                            _write(fs.join(cur, "cgroup.subtree_control"), "+" + c)
                         except PyruncError:
                             pass
         except OSError:
             pass
-        cur = os.path.join(cur, part)
-        if not os.path.isdir(cur):
-            os.mkdir(cur)
+        cur = fs.join(cur, part)
+        if not fs.isdir(cur):
+            posix.mkdir(cur)
 
 
 def create(cg: dict[str, Any]) -> list[str]:
     """Make the directories; returns those newly created (removed again on failure)."""
+    import os
     made: list[str] = []
     for ctrls, path in cg["paths"].items():
         if cg["mode"] == "v2":
-            existed = os.path.isdir(path)
+            existed = fs.isdir(path)
             _enable_v2_controllers(path)
             if not existed:
                 made.append(path)
             continue
-        if not os.path.isdir(path):
+        if not fs.isdir(path):
             missing = []
             p = path
-            while not os.path.isdir(p):
+            while not fs.isdir(p):
                 missing.append(p)
                 p = os.path.dirname(p)
             os.makedirs(path, 0o755, exist_ok=True)
@@ -151,7 +159,7 @@ def create(cg: dict[str, Any]) -> list[str]:
 
 def join(cg: dict[str, Any], pid: int) -> None:
     for path in cg["paths"].values():
-        _write(os.path.join(path, "cgroup.procs"), str(pid))
+        _write(fs.join(path, "cgroup.procs"), str(pid))
 
 
 def join_self_v1(cg: dict[str, Any]) -> None:
@@ -163,7 +171,7 @@ def join_self_v1(cg: dict[str, Any]) -> None:
         return
     for key, path in cg["paths"].items():
         if key != "unified":
-            _write(os.path.join(path, "tasks"), "0")
+            _write(fs.join(path, "tasks"), "0")
 
 
 def v2_path(cg: dict[str, Any]) -> str | None:
@@ -324,7 +332,7 @@ def apply(cg: dict[str, Any], res: dict[str, Any]) -> None:
     paths = cg["paths"]
     if cg["mode"] == "v2":
         for fname, value in v2_settings(res):
-            _write(os.path.join(paths[""], fname), value)
+            _write(fs.join(paths[""], fname), value)
         if res.get("devices"):
             # no devices.allow on v2: the kernel asks an eBPF program attached to the cgroup
             from . import cgroup_devices
@@ -337,7 +345,7 @@ def apply(cg: dict[str, Any], res: dict[str, Any]) -> None:
     memsw = None
     if "memory" in by_ctrl:
         try:
-            memsw = int(_read(os.path.join(by_ctrl["memory"], "memory.memsw.limit_in_bytes")))
+            memsw = int(_read(fs.join(by_ctrl["memory"], "memory.memsw.limit_in_bytes")))
         except (OSError, ValueError):
             memsw = None
     for ctrl, fname, value in v1_settings(res, memsw):
@@ -346,8 +354,8 @@ def apply(cg: dict[str, Any], res: dict[str, Any]) -> None:
             if ctrl in ("hugetlb", "blkio", "unified"):
                 raise PyruncError(f"cgroup controller {ctrl} is not mounted")
             continue
-        path = os.path.join(base, fname)
-        if fname.startswith("memory.memsw") and not os.path.exists(path):
+        path = fs.join(base, fname)
+        if fname.startswith("memory.memsw") and not fs.exists(path):
             mem = res.get("memory") or {}
             if mem.get("swap") not in (None, 0, -1) and mem.get("swap") != mem.get("limit"):
                 raise PyruncError("memory swap limit requested but swap accounting is disabled")
@@ -361,7 +369,7 @@ def procs(cg: dict[str, Any]) -> list[int]:
         for k, path in paths.items():
             if k == key or key in k.split(","):
                 try:
-                    with open(os.path.join(path, "cgroup.procs")) as f:
+                    with open(fs.join(path, "cgroup.procs")) as f:
                         return [int(x) for x in f.read().split()]
                 except OSError:
                     pass
@@ -383,8 +391,8 @@ def is_frozen(cg: dict[str, Any]) -> bool:
         return False
     try:
         if fz[1]:
-            return "frozen 1" in _read(os.path.join(fz[0], "cgroup.events"))
-        return _read(os.path.join(fz[0], "freezer.state")) == "FROZEN"
+            return "frozen 1" in _read(fs.join(fz[0], "cgroup.events"))
+        return _read(fs.join(fz[0], "freezer.state")) == "FROZEN"
     except OSError:
         return False
 
@@ -396,9 +404,9 @@ def freeze(cg: dict[str, Any], frozen: bool) -> None:
     path, v2 = fz
     for _ in range(2000):
         if v2:
-            _write(os.path.join(path, "cgroup.freeze"), "1" if frozen else "0")
+            _write(fs.join(path, "cgroup.freeze"), "1" if frozen else "0")
         else:
-            _write(os.path.join(path, "freezer.state"), "FROZEN" if frozen else "THAWED")
+            _write(fs.join(path, "freezer.state"), "FROZEN" if frozen else "THAWED")
         if is_frozen(cg) == frozen:
             return
         time.sleep(0.001)
@@ -413,14 +421,14 @@ def remove(cg: dict[str, Any], made: list[str] | None = None) -> None:
 
 
 def _rmdir_tree(path: str) -> None:
-    if not os.path.isdir(path):
+    if not fs.isdir(path):
         return
-    for entry in os.scandir(path):
+    for entry in posix.scandir(path):
         if entry.is_dir(follow_symlinks=False):
             _rmdir_tree(entry.path)
     for i in range(500):
         try:
-            os.rmdir(path)
+            posix.rmdir(path)
             return
         except FileNotFoundError:
             return
@@ -444,15 +452,15 @@ def prewarm() -> None:
             with open("/proc/self/cgroup") as f:
                 for line in f:
                     _, ctrls, path = line.rstrip("\n").split(":", 2)
-                    mnt = ROOT + ("/unified" if not ctrls and os.path.isdir(ROOT + "/unified") else
+                    mnt = ROOT + ("/unified" if not ctrls and fs.isdir(ROOT + "/unified") else
                                   "" if not ctrls else "/" + ctrls.replace("name=", ""))
                     procs = mnt + path + "/cgroup.procs"
-                    if os.path.exists(procs):
-                        fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+                    if fs.exists(procs):
+                        fd = posix.open(procs, posix.O_WRONLY | posix.O_CLOEXEC)
                         try:
-                            os.write(fd, str(os.getpid()).encode())
+                            posix.write(fd, str(posix.getpid()).encode())
                         finally:
-                            os.close(fd)
+                            posix.close(fd)
                         return
         except (OSError, ValueError):
             pass

@@ -10,7 +10,7 @@ removing its cgroup and state) or its error reporting a second time.
 
 from __future__ import annotations
 
-import os
+import posix
 
 from .errors import PyruncError
 
@@ -54,7 +54,7 @@ def report(chan: Channel, e: BaseException, prefix: str = "pyrunc") -> None:
     except BaseException:  # noqa: BLE001 - the parent is gone; stderr is all that is left
         pass
     try:
-        os.write(2, f"{prefix}: {msg}\n".encode())
+        posix.write(2, f"{prefix}: {msg}\n".encode())
     except BaseException:  # noqa: BLE001
         pass
 
@@ -72,4 +72,4 @@ def run(chan: Channel, work: Callable[[], object], prefix: str = "pyrunc") -> No
         code = 1 if not chan.closed else LATE_FAILURE
         report(chan, e, prefix)
     finally:
-        os._exit(code)
+        posix._exit(code)

@@ -8,7 +8,7 @@ about 25 ms, on every one of the several runtime commands each container start m
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 from . import log
@@ -96,9 +96,9 @@ class Create(Verb):
         self.preserve_fds: int = _preserve_fds(a)
 
     def run(self, root: str) -> int:
-        from . import container
+        from .create import create
         _use_preserve_fds(self.preserve_fds)
-        container.create(root, self.id, self.bundle, self.pid_file, self.console_socket, self.no_pivot)
+        create(root, self.id, self.bundle, self.pid_file, self.console_socket, self.no_pivot)
         return 0
 
 
@@ -115,10 +115,11 @@ class Run(Create):
     def run(self, root: str) -> int:
         from . import container
         from . import syscalls as sc
+        from .create import create
         _use_preserve_fds(self.preserve_fds)
         if not self.detach:
             sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)  # the init is re-parented to us so we can wait
-        rec = container.create(root, self.id, self.bundle, self.pid_file, self.console_socket, self.no_pivot)
+        rec = create(root, self.id, self.bundle, self.pid_file, self.console_socket, self.no_pivot)
         try:
             container.start(root, self.id)
         except BaseException:
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
-        os._exit(code)
+        posix._exit(code)
     try:
         a = parse(argv)
     except PyruncError as e:

@@ -74,7 +74,7 @@ def _enter(pid: int, namespaces: list[dict[str, Any]]) -> None:
 
 def run(root: str, cid: str, proc: dict[str, Any], pid_file: str | None, detach: bool,
         console_socket: str | None) -> int:
-    from .container import check_process
+    from .create import check_process
     from .sync import pair
     rec = st_mod.load(root, cid)
     status = st_mod.status(root, rec)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 import time
 
@@ -30,11 +30,11 @@ def _write(level: str, msg: str) -> None:
     if not _path:
         return
     try:
-        fd = os.open(_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = posix.open(_path, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, _line(level, msg).encode())
+            posix.write(fd, _line(level, msg).encode())
         finally:
-            os.close(fd)
+            posix.close(fd)
     except OSError:
         pass
 

@@ -3,10 +3,7 @@ live process (pid plus its start time, so a recycled pid is not mistaken for the
 
 from __future__ import annotations
 
-import os
-
-# The one writer both layers share: a leaf of the oci package that needs nothing but os.
-from ..atomic_file import write_atomic
+from . import fs
 from .errors import ALREADY_EXISTS, NOT_EXIST, PyruncError
 from .jsonio import dumps, loads
 
@@ -21,24 +18,30 @@ FIFO = "exec.fifo"
 def container_dir(root: str, cid: str) -> str:
     if not cid or "/" in cid or cid in (".", "..") or "\0" in cid:
         raise PyruncError(f"invalid container id {cid!r}")
-    return os.path.join(root, cid)
+    return fs.join(root, cid)
 
 
 def save(root: str, st: dict[str, Any]) -> None:
     """Write st atomically but not durably: it describes live processes, which a host crash
     ends anyway (runc's root is a tmpfs, and runc does not fsync it either). The rename still
     keeps readers from ever seeing a torn file; the four fsyncs cost ~4 ms per create on disk."""
-    write_atomic(os.path.join(container_dir(root, st["id"]), "state.json"),
+    # The one writer both layers share: a leaf of the oci package that needs nothing but os
+    # (imported here: the commands that only read state never import os)
+    from ..atomic_file import write_atomic
+    write_atomic(fs.join(container_dir(root, st["id"]), "state.json"),
                  dumps(st, separators=(",", ":")).encode(), 0o600, durable=False)
 
 
 def write_pid_file(path: str, pid: int) -> None:
     """--pid-file: atomic for its reader (conmon, the caller), not durable, as runc's."""
+    import os
+
+    from ..atomic_file import write_atomic
     write_atomic(os.path.abspath(path), str(pid).encode(), 0o644, durable=False)
 
 
 def load(root: str, cid: str) -> dict[str, Any]:
-    path = os.path.join(container_dir(root, cid), "state.json")
+    path = fs.join(container_dir(root, cid), "state.json")
     try:
         with open(path, "rb") as f:
             return loads(f.read())
@@ -49,6 +52,7 @@ def load(root: str, cid: str) -> dict[str, Any]:
 
 
 def reserve(root: str, cid: str) -> str:
+    import os
     os.makedirs(root, 0o711, exist_ok=True)
     d = container_dir(root, cid)
     try:
@@ -79,7 +83,7 @@ def alive(st: dict[str, Any]) -> bool:
 def status(root: str, st: dict[str, Any]) -> str:
     if not alive(st):
         return "stopped"
-    if os.path.exists(os.path.join(container_dir(root, st["id"]), FIFO)):
+    if fs.exists(fs.join(container_dir(root, st["id"]), FIFO)):
         return "created"
     from . import cgroups
     if cgroups.is_frozen(st.get("cgroups") or {}):

@@ -118,3 +118,4 @@ def test_a_refusal_by_the_cgroup_is_an_error_naming_it(tmp_path: Path, forks: li
     with pytest.raises(PyruncError, match=f"forking the init into cgroup {cg['paths']['unified']}: "):
         init._fork_init(cg, in_userns=False)
     assert forks == []
+

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from oci.pyrunc import caps, child, idmap, log, process
-from oci.pyrunc.container import check_process
+from oci.pyrunc.create import check_process
 from oci.pyrunc.errors import PyruncError
 from oci.pyrunc.sync import Channel, pair
 

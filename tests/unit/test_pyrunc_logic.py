@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from oci.pyrunc import args as cli_args
-from oci.pyrunc import caps, cgroups, mounts, seccomp, state
+from oci.pyrunc import caps, cgroups, fs, mounts, seccomp, state
 from oci.pyrunc import syscalls as sc
 from oci.pyrunc.errors import ALREADY_EXISTS, NOT_EXIST, PyruncError
 from oci.pyrunc.signals import parse_signal
@@ -279,3 +279,20 @@ def test_idmapped_mounts_accepted() -> None:
     mounts.validate([{"destination": "/v", "source": "/x", "options": ["bind", "idmap"]}],
                     {"namespaces": [{"type": "user", "path": "/proc/1/ns/user"}, {"type": "mount"}]})
     assert mounts.parse_options(["rbind", "idmap", "ro"])[0] & sc.MS_RDONLY
+
+
+@pytest.mark.parametrize("parts", [
+    ("/run/pyrunc", "c1"), ("/run/pyrunc/", "c1", "exec.fifo"), ("rel", "a", "b"), ("/a", "/abs", "c"),
+    ("", "x"), ("a", ""), ("a/", "", "b"), ("/",), ("", "")])
+def test_fs_join_is_os_path_join(parts: tuple[str, ...]) -> None:
+    assert fs.join(*parts) == os.path.join(*parts)
+
+
+def test_fs_exists_and_isdir(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "l").symlink_to("d")
+    for name in ("f", "d", "l", "missing"):
+        p = str(tmp_path / name)
+        assert (fs.exists(p), fs.isdir(p)) == (os.path.exists(p), os.path.isdir(p)), name
+    assert not fs.exists("nul\0byte") and not fs.isdir("nul\0byte")
