@@ -11,7 +11,6 @@ and nothing allowed that no rule allows (pyrunc starts v1 from "deny a *:* rwm" 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import struct
 
@@ -115,23 +114,25 @@ def compile_rules(rules: list[dict[str, Any]]) -> bytes:
     return b"".join(prog)
 
 
-def _attr(size: int = 128) -> ctypes.Array[ctypes.c_char]:
-    return ctypes.create_string_buffer(size)
+def _attr(size: int = 128) -> Any:
+    from . import ffi
+    return ffi.string_buffer(size)
 
 
 def _load(program: bytes) -> int:
+    from . import ffi
     from . import syscalls as sc
-    insns = ctypes.create_string_buffer(program, len(program))
-    license_ = ctypes.create_string_buffer(b"Apache-2.0")
-    log = ctypes.create_string_buffer(1 << 16)
+    insns = ffi.string_buffer(program, len(program))
+    license_ = ffi.string_buffer(b"Apache-2.0")
+    log = ffi.string_buffer(1 << 16)
 
     def attempt(log_level: int) -> int:
         attr = _attr()
         struct.pack_into("<IIQQII", attr, 0, _BPF_PROG_TYPE_CGROUP_DEVICE, len(program) // 8,
-                         ctypes.addressof(insns), ctypes.addressof(license_),
+                         ffi.addressof(insns), ffi.addressof(license_),
                          log_level, len(log) if log_level else 0)
         if log_level:
-            struct.pack_into("<Q", attr, 32, ctypes.addressof(log))
+            struct.pack_into("<Q", attr, 32, ffi.addressof(log))
         return sc.bpf(_BPF_PROG_LOAD, attr)
 
     try:
@@ -154,10 +155,11 @@ def _load(program: bytes) -> int:
 
 def _attached(cgroup_fd: int) -> list[int]:
     """Ids of the device programs attached to this cgroup itself (not inherited)."""
+    from . import ffi
     from . import syscalls as sc
-    ids = (ctypes.c_uint32 * 64)()
+    ids = (ffi.c_uint32 * 64)()
     attr = _attr()
-    struct.pack_into("<IIIIQI", attr, 0, cgroup_fd, _BPF_CGROUP_DEVICE, 0, 0, ctypes.addressof(ids), 64)
+    struct.pack_into("<IIIIQI", attr, 0, cgroup_fd, _BPF_CGROUP_DEVICE, 0, 0, ffi.addressof(ids), 64)
     sc.bpf(_BPF_PROG_QUERY, attr)
     count = struct.unpack_from("<I", attr, 24)[0]
     return list(ids[:count])

@@ -27,7 +27,7 @@ _V1_KNOWN = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio"
 
 def is_unified() -> bool:
     """A cgroup2 file system at the root: only its root has cgroup.controllers (not statfs,
-    which would load ctypes into `create` before its child exists to load it instead)."""
+    which would load libc into `create` before its child exists to load it instead)."""
     return fs.exists(ROOT + "/cgroup.controllers")
 
 

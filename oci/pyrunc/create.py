@@ -160,6 +160,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
         cgroups.apply(cg, res)
         parent.tell("OK")  # the child may join them now
         hooks = cfg.get("hooks") or {}
+        rec: dict[str, Any] = {}
         while True:
             msg = parent.recv()
             if msg is None:
@@ -179,6 +180,12 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
                 if pids:
                     cgroups.apply(cg, {"pids": pids})
                 parent.tell("OK")
+                # written while the init builds its root filesystem (the state directory goes,
+                # with it, if the init never gets ready)
+                rec = {"id": cid, "pid": init_pid, "pid_start": st_mod.proc_start_time(init_pid),
+                       "bundle": bundle, "rootfs": rootfs, "created": _now(),
+                       "annotations": cfg.get("annotations") or {}, "cgroups": cg, "config": cfg}
+                st_mod.save(root, rec)
             elif msg == "HOOKS":
                 s = _hook_state(cid, init_pid, bundle, cfg, "created")
                 run_hooks("prestart", hooks.get("prestart") or [], s)
@@ -188,10 +195,6 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
                 raise PyruncError(msg[4:])
             elif msg == "READY":
                 break
-        rec = {"id": cid, "pid": init_pid, "pid_start": st_mod.proc_start_time(init_pid), "bundle": bundle,
-               "rootfs": rootfs, "created": _now(), "annotations": cfg.get("annotations") or {},
-               "cgroups": cg, "config": cfg}
-        st_mod.save(root, rec)
         if pid_file:
             st_mod.write_pid_file(pid_file, init_pid)
         parent.tell("OK")  # recorded: the init may wait for `start` now

@@ -1,4 +1,4 @@
-"""linux.seccomp through libseccomp (ctypes). `translate` is pure: spec -> (default action,
+"""linux.seccomp through libseccomp (through ffi). `translate` is pure: spec -> (default action,
 arches, rules); `load` builds and loads the filter."""
 
 from __future__ import annotations
@@ -93,29 +93,29 @@ def load(spec: dict[str, Any]) -> None:
 def prepare(spec: dict[str, Any]) -> Callable[[], None]:
     """Build the filter now (libseccomp must be loaded while the host filesystem is still
     visible); the returned function loads it into the kernel."""
-    import ctypes
+    from . import ffi
 
     default, arches, rules = translate(spec)
     try:
-        lib = ctypes.CDLL("libseccomp.so.2")
+        lib = ffi.Library("libseccomp.so.2")
     except OSError as e:
         raise PyruncError(f"seccomp: cannot load libseccomp: {e}") from None
 
-    class ArgCmp(ctypes.Structure):
-        _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
-                    ("datum_b", ctypes.c_uint64)]
+    class ArgCmp(ffi.Structure):
+        _fields_ = [("arg", ffi.c_uint), ("op", ffi.c_int), ("datum_a", ffi.c_uint64),
+                    ("datum_b", ffi.c_uint64)]
 
-    lib.seccomp_init.restype = ctypes.c_void_p
-    lib.seccomp_init.argtypes = [ctypes.c_uint32]
-    lib.seccomp_arch_resolve_name.restype = ctypes.c_uint32
-    lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
-    lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
-    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
-    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
-                                           ctypes.c_void_p]
-    lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
-    lib.seccomp_load.argtypes = [ctypes.c_void_p]
-    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    lib.seccomp_init.restype = ffi.c_void_p
+    lib.seccomp_init.argtypes = [ffi.c_uint32]
+    lib.seccomp_arch_resolve_name.restype = ffi.c_uint32
+    lib.seccomp_arch_resolve_name.argtypes = [ffi.c_char_p]
+    lib.seccomp_arch_add.argtypes = [ffi.c_void_p, ffi.c_uint32]
+    lib.seccomp_syscall_resolve_name.argtypes = [ffi.c_char_p]
+    lib.seccomp_rule_add_array.argtypes = [ffi.c_void_p, ffi.c_uint32, ffi.c_int, ffi.c_uint,
+                                           ffi.c_void_p]
+    lib.seccomp_attr_set.argtypes = [ffi.c_void_p, ffi.c_int, ffi.c_uint32]
+    lib.seccomp_load.argtypes = [ffi.c_void_p]
+    lib.seccomp_release.argtypes = [ffi.c_void_p]
     ctx = lib.seccomp_init(default)
     if not ctx:
         raise PyruncError("seccomp_init failed")

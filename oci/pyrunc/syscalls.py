@@ -1,11 +1,11 @@
-"""The one ctypes seam for syscalls the os module lacks.
+"""The one FFI seam for syscalls the os module lacks.
 
 Everything that touches namespaces, mounts or capabilities calls through here, so set-up
 logic can be tested without root by swapping these functions out.
 
-ctypes and libc are loaded on the first call, not at import: importing ctypes costs about 3 ms,
-and `create` reads only the flags below in the process whose start-up every container waits
-for; its set-up child loads them (`load`) while that parent works.
+libc is loaded on the first call, not at import (through `ffi`, on `_ctypes`, never the ctypes
+package): `create` reads only the flags below in the process whose start-up every container
+waits for; its set-up child loads libc (`load`) while that parent works.
 """
 
 from __future__ import annotations
@@ -14,18 +14,21 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import ctypes
+    from typing import Any
 
-_libc: ctypes.CDLL | None = None
+    from .ffi import Library
+
+_libc: Library | None = None
 
 
-def load() -> ctypes.CDLL:
-    """libc through ctypes, loaded once."""
+def load() -> Library:
+    """libc, loaded once."""
     global _libc
     if _libc is None:
-        import ctypes
-        _libc = ctypes.CDLL(None, use_errno=True)
+        from .ffi import Library
+        _libc = Library(None, use_errno=True)
     return _libc
+
 
 # mount(2) flags
 MS_RDONLY = 1
@@ -81,17 +84,17 @@ _SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351}.get(os.
 
 def _check(ret: int, what: str) -> int:
     if ret < 0:
-        import ctypes
-        err = ctypes.get_errno()
+        from . import ffi
+        err = ffi.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
     return ret
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    import ctypes
+    from . import ffi
     libc = load()
     _check(libc.mount(source.encode() if source is not None else None, target.encode(),
-                      fstype.encode() if fstype is not None else None, ctypes.c_ulong(flags),
+                      fstype.encode() if fstype is not None else None, ffi.c_ulong(flags),
                       data.encode() if data else None),
            f"mount {source or ''} on {target} ({fstype or ''}, flags {flags:#x}, data {data or ''!r})")
 
@@ -105,11 +108,11 @@ MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x1,
 def mount_setattr_recursive(target: str, attr_set: int, attr_clr: int) -> None:
     """mount_setattr(2) with AT_RECURSIVE: the attributes on target and every mount below it
     (what runc's rro, rnosuid... options do; Linux 5.12)."""
-    import ctypes
+    from . import ffi
     libc = load()
-    attr = (ctypes.c_uint64 * 4)(attr_set, attr_clr, 0, 0)  # struct mount_attr
-    _check(libc.syscall(_SYS_MOUNT_SETATTR, ctypes.c_int(AT_FDCWD), target.encode(),
-                        ctypes.c_uint(AT_RECURSIVE), attr, ctypes.c_size_t(ctypes.sizeof(attr))),
+    attr = (ffi.c_uint64 * 4)(attr_set, attr_clr, 0, 0)  # struct mount_attr
+    _check(libc.syscall(_SYS_MOUNT_SETATTR, ffi.c_int(AT_FDCWD), target.encode(),
+                        ffi.c_uint(AT_RECURSIVE), attr, ffi.c_size_t(ffi.sizeof(attr))),
            f"mount_setattr {target} (recursive, set {attr_set:#x}, clear {attr_clr:#x})")
 
 
@@ -123,22 +126,22 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 def open_tree_clone(source: str, recursive: bool) -> int:
     """A detached copy of the mount tree at source ("": the working directory's) (open_tree(2)
     with OPEN_TREE_CLONE)."""
-    import ctypes
+    from . import ffi
     libc = load()
     flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
     flags |= 0 if source else AT_EMPTY_PATH
-    ret = libc.syscall(_SYS_OPEN_TREE, ctypes.c_int(AT_FDCWD), source.encode(), ctypes.c_uint(flags))
+    ret = libc.syscall(_SYS_OPEN_TREE, ffi.c_int(AT_FDCWD), source.encode(), ffi.c_uint(flags))
     return _check(ret, f"open_tree {source or 'the working directory'}")
 
 
 def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool) -> None:
     """Make a detached mount idmapped with the mappings of the user namespace userns_fd."""
-    import ctypes
+    from . import ffi
     libc = load()
-    attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+    attr = (ffi.c_uint64 * 4)(MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
     flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
-    _check(libc.syscall(_SYS_MOUNT_SETATTR, ctypes.c_int(tree_fd), b"", ctypes.c_uint(flags), attr,
-                        ctypes.c_size_t(ctypes.sizeof(attr))), "mount_setattr (idmap)")
+    _check(libc.syscall(_SYS_MOUNT_SETATTR, ffi.c_int(tree_fd), b"", ffi.c_uint(flags), attr,
+                        ffi.c_size_t(ffi.sizeof(attr))), "mount_setattr (idmap)")
 
 
 MOVE_MOUNT_T_EMPTY_PATH = 0x40
@@ -146,11 +149,11 @@ MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
 def move_mount_fd(tree_fd: int, target: str) -> None:
     """Attach a detached mount (an open_tree fd) at target ("" for the working directory)."""
-    import ctypes
+    from . import ffi
     libc = load()
     flags = MOVE_MOUNT_F_EMPTY_PATH | (0 if target else MOVE_MOUNT_T_EMPTY_PATH)
-    _check(libc.syscall(_SYS_MOVE_MOUNT, ctypes.c_int(tree_fd), b"", ctypes.c_int(AT_FDCWD), target.encode(),
-                        ctypes.c_uint(flags)), f"move_mount to {target or 'the working directory'}")
+    _check(libc.syscall(_SYS_MOVE_MOUNT, ffi.c_int(tree_fd), b"", ffi.c_int(AT_FDCWD), target.encode(),
+                        ffi.c_uint(flags)), f"move_mount to {target or 'the working directory'}")
 
 
 _SYS_CLONE3 = 435  # the unified syscall table
@@ -166,12 +169,12 @@ def clone_into_cgroup(cgroup_fd: int) -> int:
     The child runs on without glibc's or CPython's after-fork handlers, so only a single-threaded
     caller may use it (nothing else can hold a lock the child would inherit), and the child must
     end in _exit or execve, as the init does."""
-    import ctypes
+    from . import ffi
     libc = load()
     # struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
     # tls, set_tid, set_tid_size, cgroup
-    args = (ctypes.c_uint64 * 11)(CLONE_INTO_CGROUP, 0, 0, 0, _SIGCHLD, 0, 0, 0, 0, 0, cgroup_fd)
-    return _check(libc.syscall(_SYS_CLONE3, args, ctypes.c_size_t(ctypes.sizeof(args))),
+    args = (ffi.c_uint64 * 11)(CLONE_INTO_CGROUP, 0, 0, 0, _SIGCHLD, 0, 0, 0, 0, 0, cgroup_fd)
+    return _check(libc.syscall(_SYS_CLONE3, args, ffi.c_size_t(ffi.sizeof(args))),
                   "clone3(CLONE_INTO_CGROUP)")
 
 
@@ -196,32 +199,32 @@ def unshare(flags: int) -> None:
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    import ctypes
+    from . import ffi
     libc = load()
-    return _check(libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
-                             ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)), f"prctl({option})")
+    return _check(libc.prctl(option, ffi.c_ulong(arg2), ffi.c_ulong(arg3),
+                             ffi.c_ulong(arg4), ffi.c_ulong(arg5)), f"prctl({option})")
 
 
 def close_range(first: int, last: int, flags: int) -> None:
-    import ctypes
+    from . import ffi
     libc = load()
-    _check(libc.syscall(_SYS_CLOSE_RANGE, ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(flags)),
+    _check(libc.syscall(_SYS_CLOSE_RANGE, ffi.c_uint(first), ffi.c_uint(last), ffi.c_uint(flags)),
            f"close_range({first}, {last}, {flags:#x})")
 
 
 def loopback_up() -> None:
     """Set `lo` up in the current network namespace (SIOCGIFFLAGS, then SIOCSIFFLAGS with
     IFF_UP), as runc and crun do in a network namespace they create."""
-    import ctypes
+    from . import ffi
     libc = load()
     fd = _check(libc.socket(2, 2 | 0o2000000, 0), "socket(AF_INET, SOCK_DGRAM)")  # SOCK_CLOEXEC
     try:
-        ifr = ctypes.create_string_buffer(40)  # struct ifreq: char name[16], then ifr_flags
+        ifr = ffi.string_buffer(40)  # struct ifreq: char name[16], then ifr_flags
         ifr[0:2] = b"lo"
-        _check(libc.ioctl(fd, ctypes.c_ulong(0x8913), ifr), "ioctl SIOCGIFFLAGS lo")
-        flags = ctypes.c_short.from_buffer(ifr, 16)
+        _check(libc.ioctl(fd, ffi.c_ulong(0x8913), ifr), "ioctl SIOCGIFFLAGS lo")
+        flags = ffi.c_short.from_buffer(ifr, 16)
         flags.value |= 1  # IFF_UP
-        _check(libc.ioctl(fd, ctypes.c_ulong(0x8914), ifr), "ioctl SIOCSIFFLAGS lo")
+        _check(libc.ioctl(fd, ffi.c_ulong(0x8914), ifr), "ioctl SIOCSIFFLAGS lo")
     finally:
         os.close(fd)
 
@@ -242,10 +245,10 @@ _CAP_V3 = 0x20080522
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
-    import ctypes
+    from . import ffi
     libc = load()
-    hdr = (ctypes.c_uint32 * 2)(_CAP_V3, 0)  # struct __user_cap_header_struct: version, pid
-    data = (ctypes.c_uint32 * 6)()  # two struct __user_cap_data_struct: effective, permitted, inheritable
+    hdr = (ffi.c_uint32 * 2)(_CAP_V3, 0)  # struct __user_cap_header_struct: version, pid
+    data = (ffi.c_uint32 * 6)()  # two struct __user_cap_data_struct: effective, permitted, inheritable
     for i in range(2):
         shift = 32 * i
         data[3 * i] = (effective >> shift) & 0xFFFFFFFF
@@ -255,14 +258,14 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
 
 
 def ioctl_int(fd: int, request: int, arg: int = 0) -> int:
-    import ctypes
+    from . import ffi
     libc = load()
-    return _check(libc.ioctl(fd, ctypes.c_ulong(request), ctypes.c_ulong(arg)), f"ioctl {request:#x}")
+    return _check(libc.ioctl(fd, ffi.c_ulong(request), ffi.c_ulong(arg)), f"ioctl {request:#x}")
 
 
-def bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
+def bpf(cmd: int, attr: Any) -> int:
     """bpf(2) with a union bpf_attr laid out by the caller; returns its (fd or 0) result."""
-    import ctypes
+    from . import ffi
     libc = load()
-    return _check(libc.syscall(_SYS_BPF, ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr))),
+    return _check(libc.syscall(_SYS_BPF, ffi.c_int(cmd), attr, ffi.c_uint(len(attr))),
                   f"bpf(cmd {cmd})")
