@@ -7,6 +7,8 @@ Runs are interleaved (round-robin, rotating the order each round) so drift on th
 every backend alike. Each runtime command is spawned directly and reaped with wait4, so the
 peak RSS is that of the runtime's own processes (create, start, delete, and the container init,
 which is the runtime until it execs `true`); the adapter's Python overhead is not counted.
+Each round also times each runtime's bare process start, so the table can show what a cycle costs
+beyond the three starts it cannot avoid.
 """
 
 from __future__ import annotations
@@ -37,6 +39,24 @@ class Samples:
     wall: list[float] = field(default_factory=list)
     peak_rss_kib: list[int] = field(default_factory=list)
     phases: dict[str, list[float]] = field(default_factory=dict)
+    process_start: list[float] = field(default_factory=list)
+
+
+def start_probe(name: str, binary: str) -> list[str]:
+    """The command that only starts the runtime's process and ends: `--version` for the Go and
+    C runtimes; for pyrunc its launcher's interpreter doing nothing (`-c pass`), the floor of
+    every pyrunc command."""
+    if name != "pyrunc":
+        return [binary, "--version"]
+    with open(binary) as f:
+        shebang = f.readline()[2:].split()
+    return [*shebang, "-c", "pass"]
+
+
+def time_cmd(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    run_cmd(argv)
+    return time.perf_counter() - t0
 
 
 def find_binary(name: str) -> str | None:
@@ -145,6 +165,7 @@ def main() -> int:
                                       samples[name].phases)
                 samples[name].wall.append(wall)
                 samples[name].peak_rss_kib.append(rss)
+                samples[name].process_start.append(time_cmd(start_probe(name, backends[name])))
     finally:
         for name, binary in backends.items():  # a failed run must not leave containers behind
             root = work / f"root-{name}"
@@ -188,6 +209,12 @@ def main() -> int:
     print(f"{'backend':<8} " + " ".join(f"{p:>8}" for p in PHASES))
     for name, s in samples.items():
         print(f"{name:<8} " + " ".join(f"{statistics.median(s.phases[p]) * 1000:>8.1f}" for p in PHASES))
+    print("\nprocess start alone, spawned the same way (runc, crun: --version; pyrunc: its interpreter"
+          " running `pass`),\nand the cycle's time beyond its three runtime starts (create, start, delete)")
+    print(f"{'backend':<8} {'start ms':>9} {'cycle - 3 starts':>17}")
+    for name, s in samples.items():
+        start = statistics.median(s.process_start)
+        print(f"{name:<8} {start * 1000:>9.1f} {(statistics.median(s.wall) - 3 * start) * 1000:>17.1f}")
     return 0
 
 

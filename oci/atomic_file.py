@@ -8,8 +8,6 @@ pid files), so it lives at the bottom of the import graph and needs nothing but 
 imports it at every short-lived command.
 """
 
-from __future__ import annotations
-
 import _thread
 import os
 
@@ -18,12 +16,12 @@ if TYPE_CHECKING:  # typing costs milliseconds at every short-lived pyrunc comma
     StrPath = str | os.PathLike[str]
 
 
-def fsync_dir(path: StrPath) -> None:
+def fsync_dir(path: "StrPath") -> None:
     """Make the entries of directory path (a rename into it, say) durable."""
     _fsync_path(path, os.O_DIRECTORY)
 
 
-def _fsync_path(path: StrPath, flags: int = 0) -> None:
+def _fsync_path(path: "StrPath", flags: int = 0) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
@@ -31,7 +29,7 @@ def _fsync_path(path: StrPath, flags: int = 0) -> None:
         os.close(fd)
 
 
-def commit(tmp: StrPath, path: StrPath, *, durable: bool = True) -> None:
+def commit(tmp: "StrPath", path: "StrPath", *, durable: bool = True) -> None:
     """Put the finished temp file tmp in place of path (on the same file system).
 
     For content that streams into its temp file (a blob download checked against its digest
@@ -44,8 +42,8 @@ def commit(tmp: StrPath, path: StrPath, *, durable: bool = True) -> None:
         fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
-def write_atomic(path: StrPath, data: bytes | str, mode: int = 0o644, *,
-                 tmp_dir: StrPath | None = None, durable: bool = True) -> None:
+def write_atomic(path: "StrPath", data: bytes | str, mode: int = 0o644, *,
+                 tmp_dir: "StrPath | None" = None, durable: bool = True) -> None:
     """Write data to path with exactly `mode`: temp file, fsync, rename, fsync the directory.
 
     The temp file is created with `mode` from the start, so a private file is never readable

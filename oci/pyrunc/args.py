@@ -2,8 +2,6 @@
 or `--x v`, unknown global flags accepted as conmon and containerd pass runtime-specific ones).
 Hand-written instead of argparse to keep start-up imports tiny."""
 
-from __future__ import annotations
-
 from .errors import PyruncError
 
 GLOBAL_VALUE = {"--root", "--log", "--log-format", "--criu", "--rootless"}

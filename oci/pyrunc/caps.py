@@ -7,8 +7,6 @@ by name before anything is created (runc only learns it from capset's EPERM); a 
 namespace starts with every capability again, so it is only asked without one.
 """
 
-from __future__ import annotations
-
 import os
 
 TYPE_CHECKING = False
@@ -66,7 +64,7 @@ def held() -> tuple[int, int]:
     return prm, bnd
 
 
-def missing(caps: dict[str, Any], permitted: int, inheritable: int, last: int) -> list[str]:
+def missing(caps: "dict[str, Any]", permitted: int, inheritable: int, last: int) -> list[str]:
     """Requested capabilities (up to `last`, the kernel's) that capset would refuse: effective
     and permitted ones outside `permitted`, inheritable ones outside `inheritable`."""
     top = (1 << (last + 1)) - 1
@@ -84,7 +82,7 @@ def unavailable_message(names: list[str], bounding: int) -> str:
            "operation not permitted"
 
 
-def check_available(caps: dict[str, Any] | None) -> None:
+def check_available(caps: "dict[str, Any] | None") -> None:
     """Fail before forking when the container asks for a capability we cannot give."""
     if not caps:
         return
@@ -95,7 +93,7 @@ def check_available(caps: dict[str, Any] | None) -> None:
         raise PyruncError(unavailable_message(names, bnd))
 
 
-def drop_bounding(caps: dict[str, Any]) -> None:
+def drop_bounding(caps: "dict[str, Any]") -> None:
     from . import syscalls as sc
     keep = to_mask(caps.get("bounding"))
     for num in range(last_cap() + 1):
@@ -103,7 +101,7 @@ def drop_bounding(caps: dict[str, Any]) -> None:
             sc.prctl(sc.PR_CAPBSET_DROP, num)
 
 
-def apply(caps: dict[str, Any]) -> None:
+def apply(caps: "dict[str, Any]") -> None:
     from . import syscalls as sc
     top = (1 << (last_cap() + 1)) - 1
     eff, perm, inh = (to_mask(caps.get(k)) & top for k in ("effective", "permitted", "inheritable"))
@@ -121,7 +119,7 @@ def apply(caps: dict[str, Any]) -> None:
                 pass  # not in permitted+inheritable: the kernel refuses, runc ignores it too
 
 
-def _explain(caps: dict[str, Any], eff: int, perm: int, e: OSError) -> Exception:
+def _explain(caps: "dict[str, Any]", eff: int, perm: int, e: OSError) -> Exception:
     """capset only says EPERM; name the capabilities it refused."""
     import errno
 

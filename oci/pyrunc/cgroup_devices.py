@@ -9,8 +9,6 @@ The rules mean what they mean on v1: evaluated in order with the last matching r
 and nothing allowed that no rule allows (pyrunc starts v1 from "deny a *:* rwm" too).
 """
 
-from __future__ import annotations
-
 import os
 import struct
 
@@ -61,7 +59,7 @@ def _access_mask(access: str) -> int:
     return mask
 
 
-def _rule_block(rule: dict[str, Any]) -> tuple[list[bytes], bool] | None:
+def _rule_block(rule: "dict[str, Any]") -> tuple[list[bytes], bool] | None:
     """The instructions of one rule: checks that skip to the block's end, then the verdict.
     Returns (instructions, unconditional) or None for a rule that does not concern devices
     (type p: fifos are not device-controlled)."""
@@ -94,7 +92,7 @@ def _rule_block(rule: dict[str, Any]) -> tuple[list[bytes], bool] | None:
     return out, not checks
 
 
-def compile_rules(rules: list[dict[str, Any]]) -> bytes:
+def compile_rules(rules: "list[dict[str, Any]]") -> bytes:
     """The program for these rules: the last matching rule decides; no match denies."""
     prog = [
         _insn(_LDX_W, _R2, _R1, 0), _insn(_ALU32_AND_K, _R2, imm=0xFFFF),  # r2 = device type
@@ -114,7 +112,7 @@ def compile_rules(rules: list[dict[str, Any]]) -> bytes:
     return b"".join(prog)
 
 
-def _attr(size: int = 128) -> Any:
+def _attr(size: int = 128) -> "Any":
     from . import ffi
     return ffi.string_buffer(size)
 
@@ -165,7 +163,7 @@ def _attached(cgroup_fd: int) -> list[int]:
     return list(ids[:count])
 
 
-def install(cgroup_dir: str, rules: list[dict[str, Any]]) -> None:
+def install(cgroup_dir: str, rules: "list[dict[str, Any]]") -> None:
     """Attach the program for `rules` to the cgroup, then detach the ones pyrunc put there before
     (in that order, so the cgroup is never without a filter)."""
     from . import syscalls as sc

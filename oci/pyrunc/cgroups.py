@@ -7,8 +7,6 @@ What the short commands use (procs, is_frozen, freeze, remove) runs on `posix` a
 the functions that make cgroups, which `create` calls, import `os` (see container.py).
 """
 
-from __future__ import annotations
-
 import posix
 import time
 
@@ -59,7 +57,7 @@ def _own_cgroups() -> dict[str, str]:
     return own
 
 
-def resolve(cgroups_path: str, cid: str) -> dict[str, Any]:
+def resolve(cgroups_path: str, cid: str) -> "dict[str, Any]":
     """Directory of the container's cgroup in each hierarchy; absolute paths are relative to the
     hierarchy root, relative ones to pyrunc's own cgroup (runc's rules)."""
     import os
@@ -133,7 +131,7 @@ def _enable_v2_controllers(path: str) -> None:
             posix.mkdir(cur)
 
 
-def create(cg: dict[str, Any]) -> list[str]:
+def create(cg: "dict[str, Any]") -> list[str]:
     """Make the directories; returns those newly created (removed again on failure)."""
     import os
     made: list[str] = []
@@ -157,12 +155,12 @@ def create(cg: dict[str, Any]) -> list[str]:
     return made
 
 
-def join(cg: dict[str, Any], pid: int) -> None:
+def join(cg: "dict[str, Any]", pid: int) -> None:
     for path in cg["paths"].values():
         _write(fs.join(path, "cgroup.procs"), str(pid))
 
 
-def join_self_v1(cg: dict[str, Any]) -> None:
+def join_self_v1(cg: "dict[str, Any]") -> None:
     """Move the calling single-threaded process into the container's v1 cgroups by writing 0
     (itself) to each `tasks` file. Moving one thread, the caller, skips the global lock that a
     write to cgroup.procs takes and the RCU grace period that lock waits for: 0.1 ms instead of
@@ -174,7 +172,7 @@ def join_self_v1(cg: dict[str, Any]) -> None:
             _write(fs.join(path, "tasks"), "0")
 
 
-def v2_path(cg: dict[str, Any]) -> str | None:
+def v2_path(cg: "dict[str, Any]") -> str | None:
     """The container's cgroup2 directory: all of it on v2, the unified tree of a hybrid host."""
     return cg["paths"].get("" if cg["mode"] == "v2" else "unified")
 
@@ -187,7 +185,7 @@ def _blkio_to_io_weight(w: int) -> int:
     return 1 + (w - 10) * 9999 // 990 if w else 0
 
 
-def _dev(d: dict[str, Any]) -> str:
+def _dev(d: "dict[str, Any]") -> str:
     return f"{d['major']}:{d['minor']}"
 
 
@@ -195,7 +193,7 @@ def _limit(v: int | None) -> str:
     return "max" if v is None or v < 0 else str(v)
 
 
-def device_rule(rule: dict[str, Any]) -> str:
+def device_rule(rule: "dict[str, Any]") -> str:
     typ = rule.get("type") or "a"
     major = rule.get("major")
     minor = rule.get("minor")
@@ -204,7 +202,7 @@ def device_rule(rule: dict[str, Any]) -> str:
     return f"{typ} {maj}:{mi} {rule.get('access') or 'rwm'}"
 
 
-def v1_settings(res: dict[str, Any], current_memsw: int | None = None) -> list[tuple[str, str, str]]:
+def v1_settings(res: "dict[str, Any]", current_memsw: int | None = None) -> list[tuple[str, str, str]]:
     """(controller, file, value) in the order they must be written."""
     out: list[tuple[str, str, str]] = []
     cpu = res.get("cpu") or {}
@@ -278,7 +276,7 @@ def v1_settings(res: dict[str, Any], current_memsw: int | None = None) -> list[t
     return out
 
 
-def v2_settings(res: dict[str, Any]) -> list[tuple[str, str]]:
+def v2_settings(res: "dict[str, Any]") -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     cpu = res.get("cpu") or {}
     if cpu.get("shares"):
@@ -326,7 +324,7 @@ def v2_settings(res: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def apply(cg: dict[str, Any], res: dict[str, Any]) -> None:
+def apply(cg: "dict[str, Any]", res: "dict[str, Any]") -> None:
     if not res:
         return
     paths = cg["paths"]
@@ -363,7 +361,7 @@ def apply(cg: dict[str, Any], res: dict[str, Any]) -> None:
         _write(path, value)
 
 
-def procs(cg: dict[str, Any]) -> list[int]:
+def procs(cg: "dict[str, Any]") -> list[int]:
     paths = cg.get("paths") or {}
     for key in ("", "pids", "memory", "freezer", "cpu"):
         for k, path in paths.items():
@@ -376,7 +374,7 @@ def procs(cg: dict[str, Any]) -> list[int]:
     return []
 
 
-def _freezer(cg: dict[str, Any]) -> tuple[str, bool] | None:
+def _freezer(cg: "dict[str, Any]") -> tuple[str, bool] | None:
     for k, path in (cg.get("paths") or {}).items():
         if cg.get("mode") == "v2":
             return path, True
@@ -385,7 +383,7 @@ def _freezer(cg: dict[str, Any]) -> tuple[str, bool] | None:
     return None
 
 
-def is_frozen(cg: dict[str, Any]) -> bool:
+def is_frozen(cg: "dict[str, Any]") -> bool:
     fz = _freezer(cg)
     if not fz:
         return False
@@ -397,7 +395,7 @@ def is_frozen(cg: dict[str, Any]) -> bool:
         return False
 
 
-def freeze(cg: dict[str, Any], frozen: bool) -> None:
+def freeze(cg: "dict[str, Any]", frozen: bool) -> None:
     fz = _freezer(cg)
     if not fz:
         raise PyruncError("freezer cgroup is not available")
@@ -413,7 +411,7 @@ def freeze(cg: dict[str, Any], frozen: bool) -> None:
     raise PyruncError("timed out waiting for the freezer")
 
 
-def remove(cg: dict[str, Any], made: list[str] | None = None) -> None:
+def remove(cg: "dict[str, Any]", made: list[str] | None = None) -> None:
     """rmdir the container's cgroups; a dying cgroup can be busy for a moment, so retry."""
     paths = made if made is not None else list((cg.get("paths") or {}).values())
     for path in sorted(paths, key=len, reverse=True):

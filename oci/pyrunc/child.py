@@ -8,8 +8,6 @@ the code it was forked from, where it would run the parent's clean-up (killing t
 removing its cgroup and state) or its error reporting a second time.
 """
 
-from __future__ import annotations
-
 import posix
 
 from .errors import PyruncError
@@ -41,7 +39,7 @@ def describe(e: BaseException) -> str:
     return msg
 
 
-def report(chan: Channel, e: BaseException, prefix: str = "pyrunc") -> None:
+def report(chan: "Channel", e: BaseException, prefix: str = "pyrunc") -> None:
     """Never raises: a failure to report must not stop the child from exiting."""
     try:
         msg = describe(e)
@@ -59,7 +57,7 @@ def report(chan: Channel, e: BaseException, prefix: str = "pyrunc") -> None:
         pass
 
 
-def run(chan: Channel, work: Callable[[], object], prefix: str = "pyrunc") -> NoReturn:
+def run(chan: "Channel", work: "Callable[[], object]", prefix: str = "pyrunc") -> "NoReturn":
     """Run `work` in a freshly forked child and _exit: 0 when it returns, non-zero when it
     fails (after reporting), never by returning."""
     code = 1

@@ -6,8 +6,6 @@ classes with `__slots__`, not dataclasses: importing `dataclasses` pulls in `ins
 about 25 ms, on every one of the several runtime commands each container start makes.
 """
 
-from __future__ import annotations
-
 import posix
 import sys
 

@@ -1,7 +1,5 @@
 """The console socket: a pty allocated inside the container, master sent over SCM_RIGHTS."""
 
-from __future__ import annotations
-
 import fcntl  # imported here: after pivot_root no module can be loaded
 import os
 import socket

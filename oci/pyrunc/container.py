@@ -5,8 +5,6 @@ conmon and cri-shim run these several times per container, so they run on `posix
 `fs` for paths) and never import `os`: that import alone costs about 2 ms, building `os.environ`
 and `os.path` on `_collections_abc`. `create` (create.py) needs all of `os` and imports it."""
 
-from __future__ import annotations
-
 import posix
 import time
 
@@ -156,7 +154,7 @@ def pause(root: str, cid: str, frozen: bool) -> None:
     cgroups.freeze(rec.get("cgroups") or {}, frozen)
 
 
-def update(root: str, cid: str, resources: dict[str, Any]) -> None:
+def update(root: str, cid: str, resources: "dict[str, Any]") -> None:
     from . import cgroups
     rec = st_mod.load(root, cid)
     if st_mod.status(root, rec) == "stopped":
@@ -172,7 +170,7 @@ def update(root: str, cid: str, resources: dict[str, Any]) -> None:
     st_mod.save(root, rec)
 
 
-def list_states(root: str) -> list[dict[str, Any]]:
+def list_states(root: str) -> "list[dict[str, Any]]":
     out = []
     try:
         names = sorted(posix.listdir(root))

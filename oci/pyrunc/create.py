@@ -1,8 +1,6 @@
 """`create`: check the bundle, reserve the state directory, make the cgroups, fork the set-up
 child (init.stage1) and wait until the init is ready and recorded."""
 
-from __future__ import annotations
-
 import os
 import time
 
@@ -21,7 +19,7 @@ _SIGKILL = 9  # not `import signal`: its enum set-up costs start-up time
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 
 
-def load_config(bundle: str) -> dict[str, Any]:
+def load_config(bundle: str) -> "dict[str, Any]":
     from .jsonio import loads
     path = os.path.join(bundle, "config.json")
     try:
@@ -36,7 +34,7 @@ def load_config(bundle: str) -> dict[str, Any]:
     return cfg
 
 
-def validate(cfg: dict[str, Any], bundle: str) -> str:
+def validate(cfg: "dict[str, Any]", bundle: str) -> str:
     """Everything checkable before touching the system. Returns the absolute rootfs."""
     from . import mounts
     root = cfg.get("root")
@@ -82,7 +80,7 @@ def validate(cfg: dict[str, Any], bundle: str) -> str:
     return rootfs
 
 
-def check_process(proc: dict[str, Any], linux: dict[str, Any]) -> None:
+def check_process(proc: "dict[str, Any]", linux: "dict[str, Any]") -> None:
     """What would make the child's privilege drop fail, said by name before anything exists.
     The child still reports these itself (a joined user namespace is not checked here)."""
     from . import idmap
@@ -101,7 +99,7 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
-def _write_maps(pid: int, linux: dict[str, Any]) -> None:
+def _write_maps(pid: int, linux: "dict[str, Any]") -> None:
     for kind, key in (("uid", "uidMappings"), ("gid", "gidMappings")):
         lines = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in linux.get(key) or [])
         if lines:
@@ -110,7 +108,7 @@ def _write_maps(pid: int, linux: dict[str, Any]) -> None:
 
 
 def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socket: str | None,
-           no_pivot: bool) -> dict[str, Any]:
+           no_pivot: bool) -> "dict[str, Any]":
     from . import cgroups
     from .hooks import run as run_hooks
     from .sync import pair
@@ -235,13 +233,13 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
         raise
 
 
-def _stage1(parent: Channel, cfg: dict[str, Any], ctx: dict[str, Any], kid: Channel) -> None:
+def _stage1(parent: "Channel", cfg: "dict[str, Any]", ctx: "dict[str, Any]", kid: "Channel") -> None:
     parent.close()
     from . import init
     init.stage1(cfg, ctx, kid)
 
 
-def _died(child: int, init_pid: int, cfg: dict[str, Any]) -> str:
+def _died(child: int, init_pid: int, cfg: "dict[str, Any]") -> str:
     """Why the channel ended without READY when no ERR line came: say who died and how."""
     if init_pid:
         msg = f"container init (pid {init_pid}) exited before it was ready"
@@ -260,6 +258,6 @@ def _died(child: int, init_pid: int, cfg: dict[str, Any]) -> str:
     return f"container set-up process exited with status {code} before it was ready"
 
 
-def _hook_state(cid: str, pid: int, bundle: str, cfg: dict[str, Any], status: str) -> dict[str, Any]:
+def _hook_state(cid: str, pid: int, bundle: str, cfg: "dict[str, Any]", status: str) -> "dict[str, Any]":
     return {"ociVersion": st_mod.OCI_VERSION, "id": cid, "status": status, "pid": pid, "bundle": bundle,
             "annotations": cfg.get("annotations") or {}}

@@ -1,8 +1,6 @@
 """/dev inside the container: device nodes from the spec plus the default set, and the
 conventional symlinks."""
 
-from __future__ import annotations
-
 import os
 import stat
 
@@ -12,7 +10,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
     from typing import Any
 
-DEFAULT_DEVICES: list[dict[str, Any]] = [
+DEFAULT_DEVICES: "list[dict[str, Any]]" = [
     {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666},
     {"path": "/dev/zero", "type": "c", "major": 1, "minor": 5, "fileMode": 0o666},
     {"path": "/dev/full", "type": "c", "major": 1, "minor": 7, "fileMode": 0o666},
@@ -23,7 +21,7 @@ DEFAULT_DEVICES: list[dict[str, Any]] = [
 _TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
 
 
-def needs_setup(mounts: list[dict[str, Any]]) -> bool:
+def needs_setup(mounts: "list[dict[str, Any]]") -> bool:
     """runc leaves /dev alone when the user bind-mounts one."""
     for m in mounts:
         opts = m.get("options") or []
@@ -33,12 +31,12 @@ def needs_setup(mounts: list[dict[str, Any]]) -> bool:
     return True
 
 
-def all_devices(spec_devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def all_devices(spec_devices: "list[dict[str, Any]]") -> "list[dict[str, Any]]":
     seen = {d["path"] for d in spec_devices}
     return list(spec_devices) + [d for d in DEFAULT_DEVICES if d["path"] not in seen]
 
 
-def create_devices(rootfs: str, devices: list[dict[str, Any]], userns: bool) -> None:
+def create_devices(rootfs: str, devices: "list[dict[str, Any]]", userns: bool) -> None:
     from .mounts import secure_join
     old = os.umask(0)
     try:
@@ -79,8 +77,8 @@ _ALWAYS = [("c", None, None, "m"), ("b", None, None, "m"), ("c", 1, 3, "rwm"), (
            ("c", 5, 1, "rwm"), ("c", 136, None, "rwm"), ("c", 5, 2, "rwm")]
 
 
-def cgroup_rules(spec_rules: list[dict[str, Any]],
-                 spec_devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def cgroup_rules(spec_rules: "list[dict[str, Any]]",
+                 spec_devices: "list[dict[str, Any]]") -> "list[dict[str, Any]]":
     rules = list(spec_rules)
     rules += [{"allow": True, "type": t, "major": ma, "minor": mi, "access": acc}
               for t, ma, mi, acc in _ALWAYS]

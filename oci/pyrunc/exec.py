@@ -1,7 +1,5 @@
 """`pyrunc exec`: a new process inside a running container's namespaces and cgroups."""
 
-from __future__ import annotations
-
 import _signal as signal  # not `signal`: its IntEnum set-up imports enum, milliseconds per exec
 import os
 
@@ -17,8 +15,8 @@ if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
     from .sync import Channel
 
 
-def build_process(rec: dict[str, Any], process_file: str | None, args: list[str], opts: dict[str, Any]
-                  ) -> dict[str, Any]:
+def build_process(rec: "dict[str, Any]", process_file: str | None, args: list[str], opts: "dict[str, Any]"
+                  ) -> "dict[str, Any]":
     if process_file:
         from .jsonio import loads
         try:
@@ -51,7 +49,7 @@ def build_process(rec: dict[str, Any], process_file: str | None, args: list[str]
     return base
 
 
-def _enter(pid: int, namespaces: list[dict[str, Any]]) -> None:
+def _enter(pid: int, namespaces: "list[dict[str, Any]]") -> None:
     from . import syscalls as sc
     fds = []
     for typ in ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount"):
@@ -72,7 +70,7 @@ def _enter(pid: int, namespaces: list[dict[str, Any]]) -> None:
         os.setresuid(0, 0, 0)
 
 
-def run(root: str, cid: str, proc: dict[str, Any], pid_file: str | None, detach: bool,
+def run(root: str, cid: str, proc: "dict[str, Any]", pid_file: str | None, detach: bool,
         console_socket: str | None) -> int:
     from .create import check_process
     from .sync import pair
@@ -133,8 +131,8 @@ def run(root: str, cid: str, proc: dict[str, Any], pid_file: str | None, detach:
     return _wait_forwarding(pid)
 
 
-def _setup(parent: Channel, rec: dict[str, Any], proc: dict[str, Any], console_socket: str | None,
-           kid: Channel) -> None:
+def _setup(parent: "Channel", rec: "dict[str, Any]", proc: "dict[str, Any]", console_socket: str | None,
+           kid: "Channel") -> None:
     """The first child (under child.run): join the container's cgroups and namespaces, then
     fork the process itself, which does the rest under child.run as well."""
     from . import cgroups
@@ -162,7 +160,7 @@ def _reap(pid: int) -> None:
 
 
 def _wait_forwarding(pid: int) -> int:
-    def forward(signum: int, _frame: Any) -> None:
+    def forward(signum: int, _frame: "Any") -> None:
         try:
             os.kill(pid, signum)
         except ProcessLookupError:
@@ -179,7 +177,7 @@ def _wait_forwarding(pid: int) -> int:
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
-def _child(proc: dict[str, Any], seccomp: Any, sock: int | None) -> None:
+def _child(proc: "dict[str, Any]", seccomp: "Any", sock: int | None) -> None:
     from . import process
     args, env = process.prepare(proc)
     if sock is not None:

@@ -1,13 +1,11 @@
 """`pyrunc features`: what this runtime implements, in runc's features JSON shape."""
 
-from __future__ import annotations
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
     from typing import Any
 
 
-def features() -> dict[str, Any]:
+def features() -> "dict[str, Any]":
     from . import caps, seccomp
     from .init import NS_FLAGS
     from .mounts import MOUNT_OPTIONS

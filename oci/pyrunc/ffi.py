@@ -7,8 +7,6 @@ few types it passes (all plain `_ctypes` subclasses, exactly as ctypes declares 
 library object that looks functions up by name as `ctypes.CDLL` does.
 """
 
-from __future__ import annotations
-
 import _ctypes
 
 TYPE_CHECKING = False
@@ -60,7 +58,7 @@ addressof = _ctypes.addressof
 get_errno = _ctypes.get_errno
 
 
-def string_buffer(init: bytes | int, size: int | None = None) -> Any:
+def string_buffer(init: bytes | int, size: int | None = None) -> "Any":
     """ctypes.create_string_buffer: a char array of `size` (or len(init) + 1) bytes."""
     if isinstance(init, int):
         return (c_char * init)()
@@ -83,7 +81,7 @@ class Library:
 
         self._function = Function
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> "Any":
         if name.startswith("_"):
             raise AttributeError(name)
         func = self._function((name, self))

@@ -4,8 +4,6 @@
 a seventh of a whole `pyrunc start`. start, state, kill and delete use only a few of its calls,
 which `posix` has directly (`os` re-exports them from it), and these three helpers."""
 
-from __future__ import annotations
-
 import posix
 
 _S_IFMT, _S_IFDIR = 0o170000, 0o040000

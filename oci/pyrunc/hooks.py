@@ -1,7 +1,5 @@
 """OCI hooks: run with the container state as JSON on stdin, honouring the timeout."""
 
-from __future__ import annotations
-
 from .errors import PyruncError
 from .jsonio import dumps
 
@@ -10,7 +8,7 @@ if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
     from typing import Any
 
 
-def run(kind: str, hooks: list[dict[str, Any]], state: dict[str, Any]) -> None:
+def run(kind: str, hooks: "list[dict[str, Any]]", state: "dict[str, Any]") -> None:
     if not hooks:
         return
     import subprocess

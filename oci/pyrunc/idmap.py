@@ -9,8 +9,6 @@ gives the copy the mappings of a user namespace (a new one holding the mount's o
 else the container's) with mount_setattr(MOUNT_ATTR_IDMAP); the init attaches the copies.
 """
 
-from __future__ import annotations
-
 import os
 
 TYPE_CHECKING = False
@@ -18,7 +16,7 @@ if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
     from typing import Any
 
 
-def is_mapped(container_id: int, mappings: list[dict[str, Any]]) -> bool:
+def is_mapped(container_id: int, mappings: "list[dict[str, Any]]") -> bool:
     for m in mappings:
         first = int(m.get("containerID", 0))
         if first <= container_id < first + int(m.get("size", 0)):
@@ -26,8 +24,8 @@ def is_mapped(container_id: int, mappings: list[dict[str, Any]]) -> bool:
     return False
 
 
-def unmapped_user(user: dict[str, Any], uid_mappings: list[dict[str, Any]],
-                  gid_mappings: list[dict[str, Any]]) -> str | None:
+def unmapped_user(user: "dict[str, Any]", uid_mappings: "list[dict[str, Any]]",
+                  gid_mappings: "list[dict[str, Any]]") -> str | None:
     """The error for the first id of `user` (process.user) that the mappings leave out, or None."""
     uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
     if not is_mapped(uid, uid_mappings):
@@ -38,22 +36,22 @@ def unmapped_user(user: dict[str, Any], uid_mappings: list[dict[str, Any]],
     return None
 
 
-def creates_user_namespace(linux: dict[str, Any]) -> bool:
+def creates_user_namespace(linux: "dict[str, Any]") -> bool:
     return any(n.get("type") == "user" and not n.get("path") for n in linux.get("namespaces") or [])
 
 
-def has_user_namespace(linux: dict[str, Any]) -> bool:
+def has_user_namespace(linux: "dict[str, Any]") -> bool:
     return any(n.get("type") == "user" for n in linux.get("namespaces") or [])
 
 
 # --- idmapped mounts (runtime-spec mounts[].uidMappings/gidMappings, options idmap/ridmap) ------
 
-def wants_idmap(m: dict[str, Any]) -> bool:
+def wants_idmap(m: "dict[str, Any]") -> bool:
     opts = m.get("options") or []
     return bool(m.get("uidMappings") or m.get("gidMappings") or "idmap" in opts or "ridmap" in opts)
 
 
-def check_mount(m: dict[str, Any], linux: dict[str, Any]) -> str | None:
+def check_mount(m: "dict[str, Any]", linux: "dict[str, Any]") -> str | None:
     """Why an idmapped mount cannot be made (runc 1.2's rules), or None."""
     dest = m.get("destination")
     opts = m.get("options") or []
@@ -72,11 +70,11 @@ def check_mount(m: dict[str, Any], linux: dict[str, Any]) -> str | None:
     return None
 
 
-def _map_text(mappings: list[dict[str, Any]]) -> str:
+def _map_text(mappings: "list[dict[str, Any]]") -> str:
     return "".join(f"{int(m['containerID'])} {int(m['hostID'])} {int(m['size'])}\n" for m in mappings)
 
 
-def new_userns(uid_maps: list[dict[str, Any]], gid_maps: list[dict[str, Any]]) -> int:
+def new_userns(uid_maps: "list[dict[str, Any]]", gid_maps: "list[dict[str, Any]]") -> int:
     """An O_RDONLY fd of a new user namespace with these mappings (held by a short-lived child
     that unshares, waits for us to write its maps, and exits; the fd keeps the namespace)."""
     from . import syscalls as sc
@@ -110,12 +108,12 @@ def new_userns(uid_maps: list[dict[str, Any]], gid_maps: list[dict[str, Any]]) -
         os.waitpid(pid, 0)
 
 
-def _is_bind(m: dict[str, Any]) -> bool:
+def _is_bind(m: "dict[str, Any]") -> bool:
     opts = m.get("options") or []
     return m.get("type") == "bind" or "bind" in opts or "rbind" in opts
 
 
-def prepare_mounts(cfg: dict[str, Any], bundle: str, every_bind: bool = False) -> dict[int, int]:
+def prepare_mounts(cfg: "dict[str, Any]", bundle: str, every_bind: bool = False) -> dict[int, int]:
     """Detached copies (open_tree) of the bind sources, by mount index: the ones that ask for an
     idmap, given it, and with `every_bind` all the others as they are.
 
@@ -133,7 +131,7 @@ def prepare_mounts(cfg: dict[str, Any], bundle: str, every_bind: bool = False) -
         return {}
     userns_fds: dict[str, int] = {}  # one user namespace per distinct mapping (or joined path)
 
-    def userns_for(m: dict[str, Any]) -> int:
+    def userns_for(m: "dict[str, Any]") -> int:
         """The user namespace whose mappings an idmapped mount takes: its own mappings, else
         the container's (the joined namespace, or the mappings of the one it creates)."""
         uid_maps, gid_maps = m.get("uidMappings"), m.get("gidMappings")

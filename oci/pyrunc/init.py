@@ -8,8 +8,6 @@ until after `start` (startContainer hooks, a no_new_privs seccomp filter, execve
 container that cannot become its user, get its capabilities or find its executable never
 looks created."""
 
-from __future__ import annotations
-
 import errno
 import os
 
@@ -30,7 +28,7 @@ NS_PROC = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": 
 _ORDER = ["user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount"]
 
 
-def enter_namespaces(namespaces: list[dict[str, Any]], chan: Channel | None) -> None:
+def enter_namespaces(namespaces: "list[dict[str, Any]]", chan: Channel | None) -> None:
     """setns the ones given by path, unshare the new ones (asking the parent for id maps)."""
     joined = {n["type"]: n["path"] for n in namespaces if n.get("path")}
     fds = {}
@@ -68,7 +66,7 @@ def enter_namespaces(namespaces: list[dict[str, Any]], chan: Channel | None) -> 
             raise PyruncError(f"setting the loopback interface up: {e.strerror}") from None
 
 
-def stage1(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
+def stage1(cfg: "dict[str, Any]", ctx: "dict[str, Any]", chan: Channel) -> None:
     """Runs in the first child of `create` (under child.run); forks the init and returns."""
     from . import devices, idmap, mounts, process  # noqa: F401 - imported while the parent works
     from .child import run
@@ -107,7 +105,7 @@ def stage1(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
     chan.send(f"PID {pid} {'placed' if placed else 'moved-by-parent'}")
 
 
-def _fork_init(cg: dict[str, Any], in_userns: bool) -> tuple[int, bool]:
+def _fork_init(cg: "dict[str, Any]", in_userns: bool) -> tuple[int, bool]:
     """Fork the init into the container's cgroup2 directory (if it has one) with clone3, so it
     is born there: (pid, True). Otherwise a plain fork, and the parent moves the init through
     cgroup.procs: (pid, False). That is the way in a user namespace, whose root may not write to
@@ -132,7 +130,7 @@ def _fork_init(cg: dict[str, Any], in_userns: bool) -> tuple[int, bool]:
         os.close(fd)
 
 
-def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
+def stage2(cfg: "dict[str, Any]", ctx: "dict[str, Any]", chan: Channel) -> None:
     from . import devices, mounts, process
     from .hooks import run as run_hooks
     linux = cfg.get("linux") or {}
@@ -227,7 +225,7 @@ def stage2(cfg: dict[str, Any], ctx: dict[str, Any], chan: Channel) -> None:
     process.execve(path, args, env)
 
 
-def _state(ctx: dict[str, Any], status: str) -> dict[str, Any]:
+def _state(ctx: "dict[str, Any]", status: str) -> "dict[str, Any]":
     return {"ociVersion": "1.2.0", "id": ctx["id"], "status": status,
             "pid": ctx.get("host_pid") or os.getpid(), "bundle": ctx["bundle"],
             "annotations": ctx.get("annotations") or {}}

@@ -7,8 +7,6 @@ input, a non-str key, a type json would reject, a BOM) goes to the json module i
 its errors, with their wording, are the ones raised.
 """
 
-from __future__ import annotations
-
 import _json
 
 TYPE_CHECKING = False
@@ -41,14 +39,14 @@ def _default(o: object) -> object:
     raise _Slow
 
 
-def _compact_encoder(item_sep: str, key_sep: str) -> Any:
+def _compact_encoder(item_sep: str, key_sep: str) -> "Any":
     # the arguments json.JSONEncoder passes for its defaults (check_circular, ensure_ascii,
     # allow_nan, no sort_keys, no skipkeys), with our default that defers to the json module
     return _json.make_encoder({}, _default, _json.encode_basestring_ascii, None, key_sep, item_sep,
                               False, False, True)
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | str) -> "Any":
     """json.loads(data)."""
     try:
         s = data.decode() if isinstance(data, bytes) else data
@@ -75,7 +73,7 @@ def dumps(obj: object, *, indent: int | None = None, separators: tuple[str, str]
         return json.dumps(obj, indent=indent, separators=separators)
 
 
-def _pretty(o: object, level: int, step: str, item_sep: str, key_sep: str, scalar: Any,
+def _pretty(o: object, level: int, step: str, item_sep: str, key_sep: str, scalar: "Any",
             seen: dict[int, object], out: list[str]) -> None:
     """json's indented layout (json.encoder._make_iterencode) for dicts and lists of str keys
     and plain values; anything else is _Slow."""

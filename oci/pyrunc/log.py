@@ -1,7 +1,5 @@
 """--log / --log-format: runc writes logrus text or JSON lines; conmon and adapters read them."""
 
-from __future__ import annotations
-
 import posix
 import sys
 import time

@@ -1,8 +1,6 @@
 """Mounts inside the new mount namespace: spec mounts, rootfs preparation, pivot_root,
 masked and read-only paths. Option parsing is pure (`parse_options`)."""
 
-from __future__ import annotations
-
 import os
 import stat
 
@@ -114,7 +112,7 @@ def secure_join(root: str, unsafe: str) -> str:
     return os.path.join(root, *resolved)
 
 
-def validate(mounts: list[Any], linux: dict[str, Any] | None = None) -> None:
+def validate(mounts: "list[Any]", linux: "dict[str, Any] | None" = None) -> None:
     """Structural checks done before anything is created."""
     from . import idmap
     for i, m in enumerate(mounts):
@@ -183,7 +181,7 @@ def bind_remount(dest: str, flags: int, userns: bool) -> None:
              None)
 
 
-def mount_one(rootfs: str, bundle: str, m: dict[str, Any], ctx: dict[str, Any], tree: int = -1) -> None:
+def mount_one(rootfs: str, bundle: str, m: "dict[str, Any]", ctx: "dict[str, Any]", tree: int = -1) -> None:
     """One spec mount; `tree` is its idmapped copy (idmap.prepare_mounts) to attach, if any."""
     typ = m.get("type") or ""
     opts = m.get("options") or []
@@ -235,7 +233,7 @@ def mount_one(rootfs: str, bundle: str, m: dict[str, Any], ctx: dict[str, Any], 
                               f"{', '.join(o for o in opts if o in RECURSIVE)}: {e.strerror}") from None
 
 
-def _mount_cgroup(dest: str, flags: int, ctx: dict[str, Any]) -> None:
+def _mount_cgroup(dest: str, flags: int, ctx: "dict[str, Any]") -> None:
     cg = ctx["cgroups"]
     base = flags & ~(sc.MS_RDONLY | sc.MS_REMOUNT)
     _mkdest(dest, True)

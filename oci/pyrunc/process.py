@@ -4,8 +4,6 @@ user and groups, capabilities), `lookup` of the executable as that user, then, f
 report ready and wait for `start`, then `seal` (a no_new_privs seccomp filter) and `execve`.
 Everything up to `lookup` can fail while the parent still listens, as runc arranges it."""
 
-from __future__ import annotations
-
 import os
 import stat
 
@@ -48,7 +46,7 @@ def lookup(arg0: str, env: dict[str, str]) -> str:
     raise PyruncError(f'exec: "{arg0}": executable file not found in $PATH')
 
 
-def set_rlimits(rlimits: list[dict[str, Any]] | None) -> None:
+def set_rlimits(rlimits: "list[dict[str, Any]] | None") -> None:
     if not rlimits:
         return
     import resource
@@ -67,7 +65,7 @@ def _rl(v: int | None) -> int:
     return resource.RLIM_INFINITY if v is None or v < 0 or v >= 2**64 - 1 else v
 
 
-def prepare(proc: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+def prepare(proc: "dict[str, Any]") -> tuple[list[str], dict[str, str]]:
     """Steps that need the runtime's privileges: rlimits, oom_score_adj, cwd. Returns the
     process's argv and environment."""
     set_rlimits(proc.get("rlimits"))
@@ -104,7 +102,7 @@ def home_of(uid: int) -> str:
     return "/"
 
 
-def preload(seccomp: dict[str, Any] | None) -> Callable[[], None] | None:
+def preload(seccomp: "dict[str, Any] | None") -> "Callable[[], None] | None":
     """Import and build everything `become` and `seal` need while the host root is still visible:
     after pivot_root (or setns into the mount namespace) no module can be imported."""
     import resource  # noqa: F401
@@ -118,7 +116,7 @@ def preload(seccomp: dict[str, Any] | None) -> Callable[[], None] | None:
     return None
 
 
-def become(proc: dict[str, Any], seccomp: Callable[[], None] | None) -> None:
+def become(proc: "dict[str, Any]", seccomp: "Callable[[], None] | None") -> None:
     """Drop privileges in runc's order: umask, no_new_privs, seccomp (when it still needs
     CAP_SYS_ADMIN to load), bounding set, groups and ids, capabilities. Runs before the process
     reports ready, so each refusal is a create-time error."""
@@ -152,7 +150,7 @@ def become(proc: dict[str, Any], seccomp: Callable[[], None] | None) -> None:
         capmod.apply(caps)
 
 
-def _set_id(kind: str, value: int, setter: Callable[[int, int, int], None]) -> None:
+def _set_id(kind: str, value: int, setter: "Callable[[int, int, int], None]") -> None:
     try:
         setter(value, value, value)
     except OSError as e:
@@ -183,7 +181,7 @@ def close_extra_fds() -> None:
                 pass
 
 
-def seal(proc: dict[str, Any], seccomp: Callable[[], None] | None) -> None:
+def seal(proc: "dict[str, Any]", seccomp: "Callable[[], None] | None") -> None:
     """The last step before execve: no descriptor leaks into the process (close_extra_fds); with
     no_new_privs the seccomp filter needs no privilege, so it goes on as late as possible and the
     runtime's own syscalls need not be in the profile."""

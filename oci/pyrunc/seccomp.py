@@ -1,8 +1,6 @@
 """linux.seccomp through libseccomp (through ffi). `translate` is pure: spec -> (default action,
 arches, rules); `load` builds and loads the filter."""
 
-from __future__ import annotations
-
 import errno as _errno
 
 from .errors import PyruncError
@@ -57,7 +55,7 @@ def action(name: str, errno_ret: int | None) -> int:
 Rule = tuple[str, int, list[tuple[int, int, int, int]]]
 
 
-def translate(spec: dict[str, Any]) -> tuple[int, list[str], list[Rule]]:
+def translate(spec: "dict[str, Any]") -> tuple[int, list[str], list[Rule]]:
     default = action(spec.get("defaultAction", ""), spec.get("defaultErrnoRet"))
     arches = []
     for a in spec.get("architectures") or []:
@@ -86,11 +84,11 @@ def translate(spec: dict[str, Any]) -> tuple[int, list[str], list[Rule]]:
     return default, arches, rules
 
 
-def load(spec: dict[str, Any]) -> None:
+def load(spec: "dict[str, Any]") -> None:
     prepare(spec)()
 
 
-def prepare(spec: dict[str, Any]) -> Callable[[], None]:
+def prepare(spec: "dict[str, Any]") -> "Callable[[], None]":
     """Build the filter now (libseccomp must be loaded while the host filesystem is still
     visible); the returned function loads it into the kernel."""
     from . import ffi

@@ -1,7 +1,5 @@
 """Signal names as runc accepts them: KILL, SIGKILL, sigkill, 9, and RT signals."""
 
-from __future__ import annotations
-
 import _signal as signal  # not `signal`: its IntEnum set-up costs milliseconds per `kill`
 
 from .errors import PyruncError

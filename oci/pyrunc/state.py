@@ -1,8 +1,6 @@
 """Container state under --root/<id>: state.json written atomically, status derived from the
 live process (pid plus its start time, so a recycled pid is not mistaken for the container)."""
 
-from __future__ import annotations
-
 from . import fs
 from .errors import ALREADY_EXISTS, NOT_EXIST, PyruncError
 from .jsonio import dumps, loads
@@ -21,7 +19,7 @@ def container_dir(root: str, cid: str) -> str:
     return fs.join(root, cid)
 
 
-def save(root: str, st: dict[str, Any]) -> None:
+def save(root: str, st: "dict[str, Any]") -> None:
     """Write st atomically but not durably: it describes live processes, which a host crash
     ends anyway (runc's root is a tmpfs, and runc does not fsync it either). The rename still
     keeps readers from ever seeing a torn file; the four fsyncs cost ~4 ms per create on disk."""
@@ -40,7 +38,7 @@ def write_pid_file(path: str, pid: int) -> None:
     write_atomic(os.path.abspath(path), str(pid).encode(), 0o644, durable=False)
 
 
-def load(root: str, cid: str) -> dict[str, Any]:
+def load(root: str, cid: str) -> "dict[str, Any]":
     path = fs.join(container_dir(root, cid), "state.json")
     try:
         with open(path, "rb") as f:
@@ -75,12 +73,12 @@ def proc_start_time(pid: int) -> int | None:
     return int(rest[19])
 
 
-def alive(st: dict[str, Any]) -> bool:
+def alive(st: "dict[str, Any]") -> bool:
     pid = st.get("pid") or 0
     return pid > 0 and proc_start_time(pid) == st.get("pid_start")
 
 
-def status(root: str, st: dict[str, Any]) -> str:
+def status(root: str, st: "dict[str, Any]") -> str:
     if not alive(st):
         return "stopped"
     if fs.exists(fs.join(container_dir(root, st["id"]), FIFO)):
@@ -91,7 +89,7 @@ def status(root: str, st: dict[str, Any]) -> str:
     return "running"
 
 
-def oci_state(root: str, st: dict[str, Any], override: str | None = None) -> dict[str, Any]:
+def oci_state(root: str, st: "dict[str, Any]", override: str | None = None) -> "dict[str, Any]":
     stat = override or status(root, st)
     return {
         "ociVersion": OCI_VERSION, "id": st["id"], "pid": st["pid"] if stat != "stopped" else 0,

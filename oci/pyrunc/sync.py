@@ -10,8 +10,6 @@ some other process would keep the parent waiting forever. So the parent also `wa
 process that is expected to write next and stops waiting when it exits.
 """
 
-from __future__ import annotations
-
 import errno
 import os
 import select

@@ -8,8 +8,6 @@ package): `create` reads only the flags below in the process whose start-up ever
 waits for; its set-up child loads libc (`load`) while that parent works.
 """
 
-from __future__ import annotations
-
 import os
 
 TYPE_CHECKING = False
@@ -18,10 +16,10 @@ if TYPE_CHECKING:
 
     from .ffi import Library
 
-_libc: Library | None = None
+_libc: "Library | None" = None
 
 
-def load() -> Library:
+def load() -> "Library":
     """libc, loaded once."""
     global _libc
     if _libc is None:
@@ -263,7 +261,7 @@ def ioctl_int(fd: int, request: int, arg: int = 0) -> int:
     return _check(libc.ioctl(fd, ffi.c_ulong(request), ffi.c_ulong(arg)), f"ioctl {request:#x}")
 
 
-def bpf(cmd: int, attr: Any) -> int:
+def bpf(cmd: int, attr: "Any") -> int:
     """bpf(2) with a union bpf_attr laid out by the caller; returns its (fd or 0) result."""
     from . import ffi
     libc = load()
