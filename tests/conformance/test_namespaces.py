@@ -50,6 +50,20 @@ def test_cgroup_namespace_when_requested(h: Harness) -> None:
     assert all(line.endswith(":/") for line in lines[1:]), result
 
 
+def test_cgroup_namespace_in_a_user_namespace(h: Harness) -> None:
+    """Rooted at the container's cgroup in every hierarchy, the cgroup2 one included, which the
+    runtime joins differently when a user namespace is made (pyrunc: the init is moved there by
+    the parent before it makes the cgroup namespace)."""
+    b = h.spec("sh", "-c", "readlink /proc/self/ns/cgroup; cat /proc/self/cgroup").namespace("cgroup")
+    b.user_namespace([(0, 100000, 65536)], [(0, 100000, 65536)])
+    b.remove_mount("/sys/fs/cgroup")
+    h.reachable_by_mapped_root()
+    result = h.run(b)
+    lines = result.stdout.split()
+    assert lines[0] != _host_ns("cgroup"), result
+    assert len(lines) > 1 and all(line.endswith(":/") for line in lines[1:]), result
+
+
 def test_join_namespace_by_path(h: Harness) -> None:
     b = h.spec("sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/uts; hostname")
     # our own namespaces: the runtime is our child, so it may open them
