@@ -99,25 +99,28 @@ def stage1(cfg: "dict[str, Any]", ctx: "dict[str, Any]", chan: Channel) -> None:
         with open("/proc/self/timens_offsets", "w") as f:
             for clock, off in offsets.items():
                 f.write(f"{clock} {off.get('secs', 0)} {off.get('nanosecs', 0)}\n")
-    pid, placed = _fork_init(ctx["cgroups"], idmap.has_user_namespace(linux))
+    pid, placed = _fork_init(ctx["cgroups"], idmap.has_user_namespace(linux) or any(
+        n.get("type") == "cgroup" and n.get("path") for n in linux.get("namespaces") or []))
     if pid == 0:
         run(chan, lambda: stage2(cfg, ctx, chan), prefix="pyrunc init")
     chan.send(f"PID {pid} {'placed' if placed else 'moved-by-parent'}")
 
 
-def _fork_init(cg: "dict[str, Any]", in_userns: bool) -> tuple[int, bool]:
+def _fork_init(cg: "dict[str, Any]", joined_elsewhere: bool) -> tuple[int, bool]:
     """Fork the init into the container's cgroup2 directory (if it has one) with clone3, so it
     is born there: (pid, True). Otherwise a plain fork, and the parent moves the init through
-    cgroup.procs: (pid, False). That is the way in a user namespace, whose root may not write to
-    the host's cgroups, and on kernels without CLONE_INTO_CGROUP (Linux < 5.7), which refuse it
-    before making anything. A refusal after that (the cgroup itself) is an error: the first fork
-    in a new pid namespace that fails leaves the namespace unable to get a pid 1 at all.
+    cgroup.procs: (pid, False). That is the way when we have entered a user namespace (its root
+    may not write to the host's cgroups) or joined a cgroup namespace (with nsdelegate, as systemd
+    mounts cgroup2, the kernel refuses a cgroup outside it), and on kernels without
+    CLONE_INTO_CGROUP (Linux < 5.7), which refuse it before making anything. A refusal after
+    that is an error: the first fork in a new pid namespace that fails leaves the namespace
+    unable to get a pid 1 at all, so no fallback could follow it.
     This process is single-threaded, as clone3 needs."""
     from . import cgroups
     v2 = cgroups.v2_path(cg)
     if v2 is None:
         return os.fork(), True
-    if in_userns:
+    if joined_elsewhere:
         return os.fork(), False
     fd = os.open(v2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

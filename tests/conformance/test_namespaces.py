@@ -154,3 +154,22 @@ def test_idmapped_mount_needs_a_user_namespace(h: Harness) -> None:
     b.bind_mount(str(vol), "/vol", idmap=([(0, 100000, 65536)], [(0, 100000, 65536)]))
     with pytest.raises(OCIRuntimeError, match="user namespace"):
         h.run(b)
+
+
+def test_join_another_containers_cgroup_namespace(h: Harness) -> None:
+    """A container joining a cgroup namespace rooted elsewhere (another container's) still ends
+    up in its own cgroups: pyrunc's set-up process cannot clone3 into a cgroup outside the
+    namespace it joined, so its parent moves the init there instead."""
+    first = h.start(h.spec("sleep", "100").namespace("cgroup"))
+    assert first.pid
+    b = h.spec("sh", "-c", "cat /proc/self/cgroup").namespace("cgroup", f"/proc/{first.pid}/ns/cgroup")
+    second = h.create(b)
+    assert second.pid
+    with open(f"/proc/{second.pid}/cgroup") as f:
+        lines = f.read().splitlines()
+    assert lines and all(line.split(":", 2)[2] == second.cgroups_path for line in lines), lines
+    h.rt.start(second.id)
+    result = h.wait(second)
+    assert result.code == 0, result
+    # seen from the first container's namespace, the second one's cgroups lie outside its root
+    assert all("/.." in line for line in result.stdout.splitlines()), result

@@ -81,21 +81,22 @@ def test_init_is_cloned_into_the_cgroup2_directory(tmp_path: Path, forks: list[s
 
     monkeypatch.setattr(sc, "clone_into_cgroup", clone)
     cg = _hybrid(tmp_path)
-    assert init._fork_init(cg, in_userns=False) == (4343, True)
+    assert init._fork_init(cg, joined_elsewhere=False) == (4343, True)
     assert seen == [cg["paths"]["unified"]] and forks == []
 
 
 def test_no_cgroup2_tree_is_a_plain_fork(forks: list[str]) -> None:
     v1_only = {"mode": "v1", "paths": {"memory": "/nonexistent"}}
-    assert init._fork_init(v1_only, in_userns=False) == (4242, True)
+    assert init._fork_init(v1_only, joined_elsewhere=False) == (4242, True)
 
 
-def test_a_user_namespace_never_tries_clone3(tmp_path: Path, forks: list[str],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """Its root may not write to the host's cgroups, and a clone3 refused after the pid was
-    taken would leave the new pid namespace without a pid 1 for good: fork, the parent moves it."""
-    monkeypatch.setattr(sc, "clone_into_cgroup", lambda fd: pytest.fail("clone3 tried in a user namespace"))
-    assert init._fork_init(_hybrid(tmp_path), in_userns=True) == (4242, False)
+def test_a_user_or_joined_cgroup_namespace_never_tries_clone3(tmp_path: Path, forks: list[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user namespace's root may not write to the host's cgroups, a joined cgroup namespace may
+    hide the cgroup (nsdelegate), and a clone3 refused after the pid was taken would leave the new
+    pid namespace without a pid 1 for good: fork, and the parent moves the init."""
+    monkeypatch.setattr(sc, "clone_into_cgroup", lambda fd: pytest.fail("clone3 tried"))
+    assert init._fork_init(_hybrid(tmp_path), joined_elsewhere=True) == (4242, False)
 
 
 @pytest.mark.parametrize("err", [errno.ENOSYS, errno.E2BIG, errno.EINVAL])
@@ -105,7 +106,7 @@ def test_kernels_without_clone_into_cgroup_fall_back(tmp_path: Path, forks: list
         raise OSError(err, "clone3")
 
     monkeypatch.setattr(sc, "clone_into_cgroup", refuse)
-    assert init._fork_init(_hybrid(tmp_path), in_userns=False) == (4242, False)
+    assert init._fork_init(_hybrid(tmp_path), joined_elsewhere=False) == (4242, False)
 
 
 def test_a_refusal_by_the_cgroup_is_an_error_naming_it(tmp_path: Path, forks: list[str],
@@ -116,6 +117,6 @@ def test_a_refusal_by_the_cgroup_is_an_error_naming_it(tmp_path: Path, forks: li
     monkeypatch.setattr(sc, "clone_into_cgroup", refuse)
     cg = _hybrid(tmp_path)
     with pytest.raises(PyruncError, match=f"forking the init into cgroup {cg['paths']['unified']}: "):
-        init._fork_init(cg, in_userns=False)
+        init._fork_init(cg, joined_elsewhere=False)
     assert forks == []
 
