@@ -1,8 +1,10 @@
 """Line messages between `pyrunc create`/`exec` and the processes it forks.
 
-Child -> parent: ERR <msg>, USERNS, PID <n>, HOOKS, READY. Parent -> child: OK (after
-USERNS: maps written; after PID: moved into the cgroups; after HOOKS: "OK <host pid>"; after
-READY: state recorded).
+Child -> parent: ERR <msg>, USERNS, PID <n> placed|moved-by-parent (create: whether the init
+was forked into its cgroup2 directory or the parent must move it), HOOKS, READY. Parent ->
+child: OK (create's first: the cgroups exist with their limits, the child may join them; after
+USERNS: maps written; after PID: the init is in all its cgroups under all their limits; after
+HOOKS: "OK <host pid>"; after READY: state recorded).
 
 The parent must never wait on a child that can no longer answer. End of file alone is not
 enough: it only comes once every copy of the write end is closed, and a copy that leaked into
