@@ -166,7 +166,8 @@ def clone_into_cgroup(cgroup_fd: int) -> int:
 
     The child runs on without glibc's or CPython's after-fork handlers, so only a single-threaded
     caller may use it (nothing else can hold a lock the child would inherit), and the child must
-    end in _exit or execve, as the init does."""
+    end in _exit or execve, as the init does. glibc's cached thread id stays the parent's: only
+    raise() reads it (an abort would end in SIGSEGV, not SIGABRT)."""
     from . import ffi
     libc = load()
     # struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
