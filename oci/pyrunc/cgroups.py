@@ -440,8 +440,10 @@ def prewarm() -> None:
 
     The first write to any cgroup.procs takes the kernel's cgroup threadgroup lock through a
     full RCU grace period (10-20 ms here); writes that follow within a grace period are cheap.
-    Paying it while `exec` parses and imports takes it off the critical path. (`create` moves
-    nothing through cgroup.procs: see `join_self_v1`.)
+    Paying it while `exec` loads and checks the state takes it off the critical path. Only an
+    exec into a container with a user or cgroup namespace needs it; otherwise neither `exec` nor
+    `create` moves anything through cgroup.procs (see `join_self_v1`), and the grace period
+    would only hold up their own joins, which wait for cgroup_mutex.
     """
     import _thread
 

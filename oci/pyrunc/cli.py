@@ -343,9 +343,6 @@ def main(argv: list[str] | None = None) -> int:
         log.error(str(e))
         return 1
     log.configure(a.log, a.log_format, a.debug)
-    if a.command == "exec":  # its set-up process joins the cgroups through cgroup.procs
-        from . import cgroups
-        cgroups.prewarm()
     try:
         rc = dispatch(a)
     except PyruncError as e:

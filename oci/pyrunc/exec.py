@@ -1,6 +1,7 @@
 """`pyrunc exec`: a new process inside a running container's namespaces and cgroups."""
 
 import _signal as signal  # not `signal`: its IntEnum set-up imports enum, milliseconds per exec
+import errno
 import os
 
 from . import state as st_mod
@@ -88,6 +89,9 @@ def run(root: str, cid: str, proc: "dict[str, Any]", pid_file: str | None, detac
             raise PyruncError("cannot allocate tty if runc will detach without setting console socket")
         from . import console
         proxy, console_socket = console.listen(os.path.join(root, cid, f"console-{os.getpid()}.sock"))
+    if _joins_by_procs(cfg.get("linux") or {}):
+        from . import cgroups
+        cgroups.prewarm()
     from . import syscalls as sc
     if not detach:
         sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)  # the exec'd process is re-parented to us: we wait
@@ -134,11 +138,26 @@ def run(root: str, cid: str, proc: "dict[str, Any]", pid_file: str | None, detac
 def _setup(parent: "Channel", rec: "dict[str, Any]", proc: "dict[str, Any]", console_socket: str | None,
            kid: "Channel") -> None:
     """The first child (under child.run): join the container's cgroups and namespaces, then
-    fork the process itself, which does the rest under child.run as well."""
+    fork the process itself, which does the rest under child.run as well.
+
+    As in create, no migration through cgroup.procs where it can be helped (each waits for an
+    RCU grace period, holding cgroup_mutex): this process moves itself into the v1 hierarchies
+    through `tasks`, and the process is forked into the cgroup2 directory with clone3. In a
+    container with a user or cgroup namespace clone3 would be refused from inside them (the
+    namespace's root may not write to the host's cgroups; nsdelegate hides cgroups outside the
+    namespace), so this process joins through cgroup.procs before entering them, as before."""
     from . import cgroups
     parent.close()
     linux = (rec.get("config") or {}).get("linux") or {}
-    cgroups.join(rec.get("cgroups") or {}, os.getpid())
+    cg = rec.get("cgroups") or {}
+    v2 = None if _joins_by_procs(linux) else cgroups.v2_path(cg)
+    v2_fd = -1
+    if _joins_by_procs(linux):
+        cgroups.join(cg, os.getpid())
+    else:
+        cgroups.join_self_v1(cg)
+        if v2:  # opened here: after entering the mount namespace the path would be the container's
+            v2_fd = os.open(v2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     sock = None
     if console_socket:
         from . import console
@@ -146,10 +165,38 @@ def _setup(parent: "Channel", rec: "dict[str, Any]", proc: "dict[str, Any]", con
     from . import process
     scmp = process.preload(linux.get("seccomp"))
     _enter(rec["pid"], linux.get("namespaces") or [])
-    pid = os.fork()
+    pid = _fork_into(v2, v2_fd) if v2_fd >= 0 else os.fork()
     if pid == 0:
         run_child(kid, lambda: _child(proc, scmp, sock))
     kid.send(f"PID {pid}")
+
+
+def _joins_by_procs(linux: "dict[str, Any]") -> bool:
+    return any(n.get("type") in ("user", "cgroup") for n in linux.get("namespaces") or [])
+
+
+def _fork_into(v2: str, v2_fd: int) -> int:
+    """Fork with clone3 into the cgroup2 directory open at v2_fd; on a kernel without
+    CLONE_INTO_CGROUP (refused before anything is made), join it through cgroup.procs (relative
+    to the directory's descriptor: our mount namespace is the container's now) and fork."""
+    from . import syscalls as sc
+    try:
+        try:
+            return sc.clone_into_cgroup(v2_fd)
+        except OSError as e:
+            if e.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
+                raise PyruncError(f"exec: forking into cgroup {v2}: {e.strerror}") from None
+        try:
+            fd = os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=v2_fd)
+            try:
+                os.write(fd, str(os.getpid()).encode())
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise PyruncError(f"exec: joining cgroup {v2}: {e.strerror}") from None
+        return os.fork()
+    finally:
+        os.close(v2_fd)
 
 
 def _reap(pid: int) -> None:

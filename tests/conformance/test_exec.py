@@ -93,3 +93,27 @@ def test_exec_into_stopped_is_wrong_state(h: Harness) -> None:
 def test_exec_into_unknown_is_not_found(h: Harness) -> None:
     with pytest.raises(ContainerNotFound):
         h.rt.exec("no-such-container", _proc("true"))
+
+
+@pytest.mark.parametrize("ns", ["host-users", "user-namespace", "cgroup-namespace"])
+def test_exec_process_is_in_the_containers_cgroups(h: Harness, tmp_path: Path, ns: str) -> None:
+    """In every hierarchy, the cgroup2 one of a hybrid host included. pyrunc's set-up process
+    moves itself into v1 through `tasks` and forks into cgroup2 with clone3, or, in a container
+    with a user or cgroup namespace, joins through cgroup.procs before entering them."""
+    b = h.spec("sleep", "100")
+    if ns == "user-namespace":
+        b.user_namespace([(0, 100000, 65536)], [(0, 100000, 65536)])
+        b.remove_mount("/sys/fs/cgroup")
+        h.reachable_by_mapped_root()
+    elif ns == "cgroup-namespace":
+        b.namespace("cgroup")
+    c = h.start(b)
+    out = tmp_path / "exec.out"
+    # the exec'd shell reports its host pid through the container's /proc: read its cgroups there
+    code = h.rt.exec(c.id, _proc("sh", "-c", "cat /proc/self/cgroup"), stdio=Stdio(stdout=out))
+    assert code == 0
+    lines = out.read_text().splitlines()
+    assert lines, lines
+    # inside a cgroup namespace the container's cgroup is the root
+    want = "/" if ns == "cgroup-namespace" else c.cgroups_path
+    assert all(line.split(":", 2)[2] == want for line in lines), (want, lines)
