@@ -5,8 +5,9 @@
 
 Without PYTEST_ARGS it runs the cgroup v2 selection that CI runs (CGROUP_V2_SELECTION below):
 the conformance suite's cgroup tests (memory and OOM, pids, cpu, update, pause/freeze, swap,
-hugetlb) plus the device filter, cgroup namespace and process listing on runc, crun and
-pyrunc, and the end-to-end OOMKilled and pod lifecycle with stats tests.
+hugetlb, cgroup membership) plus the device filter, cgroup namespaces (new, in a user namespace,
+joined), the cgroups of an exec'd process and process listing on runc, crun and pyrunc, and the
+end-to-end OOMKilled and pod lifecycle with stats tests.
 
 Boots Debian's stock kernel (linux-image-amd64, /boot/vmlinuz-*) with virtme-ng under
 QEMU's TCG (no KVM), the host's file system shared read-only over 9p. The kernel mounts only
@@ -62,6 +63,9 @@ CGROUP_V2_SELECTION = [
     "tests/conformance/test_cgroups.py",
     "tests/conformance/test_mounts.py::test_device_cgroup_denies_unlisted_devices",
     "tests/conformance/test_namespaces.py::test_cgroup_namespace_when_requested",
+    "tests/conformance/test_namespaces.py::test_cgroup_namespace_in_a_user_namespace",
+    "tests/conformance/test_namespaces.py::test_join_another_containers_cgroup_namespace",
+    "tests/conformance/test_exec.py::test_exec_process_is_in_the_containers_cgroups",
     "tests/conformance/test_lifecycle.py::test_pids_lists_container_processes",
     "tests/e2e/test_containers.py::test_exit_codes_and_oom",
     "tests/e2e/test_containers.py::test_update_reopen_stats_and_events",
