@@ -150,12 +150,13 @@ def _setup(parent: "Channel", rec: "dict[str, Any]", proc: "dict[str, Any]", con
     parent.close()
     linux = (rec.get("config") or {}).get("linux") or {}
     cg = rec.get("cgroups") or {}
-    v2 = None if _joins_by_procs(linux) else cgroups.v2_path(cg)
+    v2 = None
     v2_fd = -1
     if _joins_by_procs(linux):
         cgroups.join(cg, os.getpid())
     else:
         cgroups.join_self_v1(cg)
+        v2 = cgroups.v2_path(cg)
         if v2:  # opened here: after entering the mount namespace the path would be the container's
             v2_fd = os.open(v2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     sock = None
@@ -165,7 +166,7 @@ def _setup(parent: "Channel", rec: "dict[str, Any]", proc: "dict[str, Any]", con
     from . import process
     scmp = process.preload(linux.get("seccomp"))
     _enter(rec["pid"], linux.get("namespaces") or [])
-    pid = _fork_into(v2, v2_fd) if v2_fd >= 0 else os.fork()
+    pid = _fork_into(v2, v2_fd) if v2 else os.fork()
     if pid == 0:
         run_child(kid, lambda: _child(proc, scmp, sock))
     kid.send(f"PID {pid}")

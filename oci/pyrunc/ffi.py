@@ -16,38 +16,20 @@ if TYPE_CHECKING:
 _RTLD_NOW = 2
 
 
-class c_int(_ctypes._SimpleCData):  # noqa: N801 - ctypes' names, so the calls read the same
-    _type_ = "i"
+def _simple(name: str, code: str) -> "Any":
+    """A simple C type as ctypes declares it: a _SimpleCData subclass with its struct code."""
+    return type(name, (_ctypes._SimpleCData,), {"_type_": code})
 
 
-class c_uint(_ctypes._SimpleCData):  # noqa: N801
-    _type_ = "I"
-
-
-class c_short(_ctypes._SimpleCData):  # noqa: N801
-    _type_ = "h"
-
-
-class c_long(_ctypes._SimpleCData):  # noqa: N801
-    _type_ = "l"
-
-
-class c_ulong(_ctypes._SimpleCData):  # noqa: N801
-    _type_ = "L"
-
-
-class c_char(_ctypes._SimpleCData):  # noqa: N801
-    _type_ = "c"
-
-
-class c_char_p(_ctypes._SimpleCData):  # noqa: N801
-    _type_ = "z"
-
-
-class c_void_p(_ctypes._SimpleCData):  # noqa: N801
-    _type_ = "P"
-
-
+# ctypes' names, so the calls read the same
+c_int = _simple("c_int", "i")
+c_uint = _simple("c_uint", "I")
+c_short = _simple("c_short", "h")
+c_long = _simple("c_long", "l")
+c_ulong = _simple("c_ulong", "L")
+c_char = _simple("c_char", "c")
+c_char_p = _simple("c_char_p", "z")
+c_void_p = _simple("c_void_p", "P")
 # LP64, every architecture pyrunc runs on: the aliases ctypes makes there
 c_uint32 = c_uint
 c_uint64 = c_ulong
