@@ -4,29 +4,31 @@ The order is what makes it crash-safe: write a temp file beside the target, fsyn
 over the target, then fsync the directory, which is what makes the rename itself durable.
 
 Both layers write through here (cri_shim's metadata files, `Spec.save`, pyrunc's state and
-pid files), so it lives at the bottom of the import graph and needs nothing but `os`: pyrunc
-imports it at every short-lived command.
+pid files), so it lives at the bottom of the import graph and needs nothing but `posix`: pyrunc
+imports it in `create`, which does not import `os` (oci/pyrunc/fs.py says why).
 """
 
 import _thread
-import os
+import posix
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived pyrunc command
-    StrPath = str | os.PathLike[str]
+    from os import PathLike
+
+    StrPath = str | PathLike[str]
 
 
 def fsync_dir(path: "StrPath") -> None:
     """Make the entries of directory path (a rename into it, say) durable."""
-    _fsync_path(path, os.O_DIRECTORY)
+    _fsync_path(path, posix.O_DIRECTORY)
 
 
 def _fsync_path(path: "StrPath", flags: int = 0) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
+    fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC | flags)
     try:
-        os.fsync(fd)
+        posix.fsync(fd)
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def commit(tmp: "StrPath", path: "StrPath", *, durable: bool = True) -> None:
@@ -37,9 +39,17 @@ def commit(tmp: "StrPath", path: "StrPath", *, durable: bool = True) -> None:
     """
     if durable:
         _fsync_path(tmp)
-    os.replace(tmp, path)
+    posix.replace(tmp, path)
     if durable:
-        fsync_dir(os.path.dirname(os.path.abspath(path)))
+        fsync_dir(_parent(posix.fspath(path)))
+
+
+def _parent(path: str) -> str:
+    """The directory path's last component is in, spelled so that it resolves as the kernel
+    resolves path itself (no lexical "..": a symlink before it would make that a different
+    directory)."""
+    head, _, _ = path.rstrip("/").rpartition("/")
+    return head or ("/" if path.startswith("/") else ".")
 
 
 def write_atomic(path: "StrPath", data: bytes | str, mode: int = 0o644, *,
@@ -52,26 +62,28 @@ def write_atomic(path: "StrPath", data: bytes | str, mode: int = 0o644, *,
     skips both fsyncs for files whose only readers are live processes and which mean nothing
     after a crash (a pull's progress); readers still never see a torn file.
     """
-    path = os.fspath(path)
-    directory = os.fspath(tmp_dir) if tmp_dir is not None else os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{_thread.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    path = posix.fspath(path)
+    directory = posix.fspath(tmp_dir) if tmp_dir is not None else _parent(path)
+    name = path.rstrip("/").rpartition("/")[2]
+    tmp = f"{directory.rstrip('/')}/.{name}.{posix.getpid()}.{_thread.get_ident()}.tmp"
+    flags = posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_NOFOLLOW | posix.O_CLOEXEC
+    fd = posix.open(tmp, flags, mode)
     try:
         try:
-            os.fchmod(fd, mode)  # exactly mode, whatever the umask
+            posix.fchmod(fd, mode)  # exactly mode, whatever the umask
             view = memoryview(data.encode() if isinstance(data, str) else data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[posix.write(fd, view):]
             if durable:
-                os.fsync(fd)
+                posix.fsync(fd)
         finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            posix.close(fd)
+        posix.replace(tmp, path)
     except BaseException:
         try:
-            os.unlink(tmp)
+            posix.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
     if durable:
-        fsync_dir(os.path.dirname(path) or ".")
+        fsync_dir(_parent(path))

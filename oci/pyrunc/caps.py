@@ -7,7 +7,7 @@ by name before anything is created (runc only learns it from capset's EPERM); a 
 namespace starts with every capability again, so it is only asked without one.
 """
 
-import os
+import posix
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
@@ -125,7 +125,7 @@ def _explain(caps: "dict[str, Any]", eff: int, perm: int, e: OSError) -> Excepti
 
     from .errors import PyruncError
     if e.errno != errno.EPERM:
-        return PyruncError(f"unable to apply caps: {os.strerror(e.errno or 0).lower()}")
+        return PyruncError(f"unable to apply caps: {posix.strerror(e.errno or 0).lower()}")
     prm, bnd = held()
     names = missing(caps, prm, prm & bnd, last_cap())
     if names:

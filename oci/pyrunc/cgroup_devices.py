@@ -9,7 +9,7 @@ The rules mean what they mean on v1: evaluated in order with the last matching r
 and nothing allowed that no rule allows (pyrunc starts v1 from "deny a *:* rwm" too).
 """
 
-import os
+import posix
 import struct
 
 from .errors import PyruncError
@@ -168,7 +168,7 @@ def install(cgroup_dir: str, rules: "list[dict[str, Any]]") -> None:
     (in that order, so the cgroup is never without a filter)."""
     from . import syscalls as sc
     program = compile_rules(rules)
-    cg = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    cg = posix.open(cgroup_dir, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
     prog = -1
     try:
         try:
@@ -186,8 +186,8 @@ def install(cgroup_dir: str, rules: "list[dict[str, Any]]") -> None:
             _detach(cg, prog_id)
     finally:
         if prog >= 0:
-            os.close(prog)
-        os.close(cg)
+            posix.close(prog)
+        posix.close(cg)
 
 
 def _detach(cgroup_fd: int, prog_id: int) -> None:
@@ -209,4 +209,4 @@ def _detach(cgroup_fd: int, prog_id: int) -> None:
             if e.errno != 2:
                 raise PyruncError(f"cgroup v2 device filter: detach {prog_id}: {e.strerror}") from None
     finally:
-        os.close(fd)
+        posix.close(fd)

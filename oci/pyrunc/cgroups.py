@@ -3,8 +3,7 @@
 Resource mapping is pure (`v1_settings`, `v2_settings` return file/value pairs) so the
 translation is unit-testable; `apply` writes them.
 
-What the short commands use (procs, is_frozen, freeze, remove) runs on `posix` and `fs`; only
-the functions that make cgroups, which `create` calls, import `os` (see container.py).
+It runs on `posix` and `fs`, never `os` (see fs.py).
 """
 
 import posix
@@ -60,7 +59,6 @@ def _own_cgroups() -> dict[str, str]:
 def resolve(cgroups_path: str, cid: str) -> "dict[str, Any]":
     """Directory of the container's cgroup in each hierarchy; absolute paths are relative to the
     hierarchy root, relative ones to pyrunc's own cgroup (runc's rules)."""
-    import os
     if ":" in cgroups_path and not cgroups_path.startswith("/"):
         # systemd notation slice:prefix:name; we only have the cgroupfs driver, so map it plainly
         slice_, prefix, name = (cgroups_path.split(":") + ["", ""])[:3]
@@ -69,11 +67,11 @@ def resolve(cgroups_path: str, cid: str) -> "dict[str, Any]":
     own = _own_cgroups()
     if is_unified():
         base = rel if rel.startswith("/") else fs.join(own.get("", "/"), rel)
-        return {"mode": "v2", "paths": {"": os.path.normpath(ROOT + "/" + base)}}
+        return {"mode": "v2", "paths": {"": fs.normpath(ROOT + "/" + base)}}
     paths: dict[str, str] = {}
     for mnt, ctrls in _v1_hierarchies().items():
         base = rel if rel.startswith("/") else fs.join(own.get(ctrls, "/"), rel)
-        paths[ctrls or "unified"] = os.path.normpath(mnt + "/" + base)
+        paths[ctrls or "unified"] = fs.normpath(mnt + "/" + base)
     return {"mode": "v1", "paths": paths}
 
 
@@ -97,8 +95,7 @@ def _read(path: str) -> str:
 
 def _init_cpuset(path: str) -> None:
     """A new v1 cpuset cgroup has empty cpus/mems; copy them down from the nearest ancestor."""
-    import os
-    parent = os.path.dirname(path)
+    parent = fs.dirname(path)
     for name in ("cpuset.cpus", "cpuset.mems"):
         if not _read(fs.join(parent, name)):
             _init_cpuset(parent)
@@ -108,10 +105,9 @@ def _init_cpuset(path: str) -> None:
 
 def _enable_v2_controllers(path: str) -> None:
     """Enable every available controller in each ancestor's subtree_control, root first."""
-    import os
-    rel = os.path.relpath(path, ROOT)
+    rel = path[len(ROOT):].strip("/") if path.startswith(ROOT + "/") else ""
     cur = ROOT
-    for part in rel.split("/") if rel != "." else []:
+    for part in rel.split("/") if rel else []:
         try:
             avail = _read(fs.join(cur, "cgroup.controllers")).split()
             want = " ".join("+" + c for c in avail)
@@ -133,7 +129,6 @@ def _enable_v2_controllers(path: str) -> None:
 
 def create(cg: "dict[str, Any]") -> list[str]:
     """Make the directories; returns those newly created (removed again on failure)."""
-    import os
     made: list[str] = []
     for ctrls, path in cg["paths"].items():
         if cg["mode"] == "v2":
@@ -147,8 +142,8 @@ def create(cg: "dict[str, Any]") -> list[str]:
             p = path
             while not fs.isdir(p):
                 missing.append(p)
-                p = os.path.dirname(p)
-            os.makedirs(path, 0o755, exist_ok=True)
+                p = fs.dirname(p)
+            fs.makedirs(path, 0o755)
             made += missing
         if "cpuset" in ctrls.split(","):
             _init_cpuset(path)

@@ -1,10 +1,11 @@
 """The console socket: a pty allocated inside the container, master sent over SCM_RIGHTS."""
 
 import fcntl  # imported here: after pivot_root no module can be loaded
-import os
+import posix
 import socket
 import struct
 
+from . import fs
 from . import syscalls as sc
 
 TIOCSCTTY = 0x540E
@@ -21,10 +22,10 @@ def _reachable(path: str) -> str:
     """path, or the same socket file through /proc/self/fd of its directory when path is too
     long for a unix socket address. The directory's descriptor stays open for the process's
     life (pyrunc commands are short) and is inherited by the children that connect."""
-    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+    if len(path.encode("utf-8", "surrogateescape")) <= _SUN_PATH_MAX:  # os.fsencode
         return path
-    directory, name = os.path.split(path)
-    fd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY)
+    directory, name = fs.split(path)
+    fd = posix.open(directory or ".", posix.O_PATH | posix.O_DIRECTORY)
     return f"/proc/self/fd/{fd}/{name}"
 
 
@@ -42,9 +43,9 @@ def connect(path: str) -> int:
 def setup_pty(sock_fd: int, uid: int, size: dict | None) -> None:
     """Allocate a pty from the container's /dev/ptmx, hand the master over, make the slave our
     controlling terminal and stdio."""
-    master, slave = os.openpty()
+    master, slave = posix.openpty()
     try:
-        os.fchown(slave, uid, -1)
+        posix.fchown(slave, uid, -1)
     except OSError:
         pass
     if size:
@@ -54,13 +55,13 @@ def setup_pty(sock_fd: int, uid: int, size: dict | None) -> None:
         socket.send_fds(s, [b"/dev/ptmx"], [master])
     finally:
         s.close()
-    os.close(master)
-    os.setsid()
+    posix.close(master)
+    posix.setsid()
     sc.ioctl_int(slave, TIOCSCTTY, 0)
     for fd in (0, 1, 2):
-        os.dup2(slave, fd)
+        posix.dup2(slave, fd)
     if slave > 2:
-        os.close(slave)
+        posix.close(slave)
 
 
 def listen(path: str) -> tuple[socket.socket, str]:
@@ -91,7 +92,7 @@ def _follow_size(master: int, pid: int) -> None:
 
     def forward(signum: int, _frame: object) -> None:
         try:
-            os.kill(pid, signum)
+            posix.kill(pid, signum)
         except ProcessLookupError:
             pass
 
@@ -116,7 +117,7 @@ def proxy_until_exit(srv: socket.socket, pid: int, wait: object) -> int:
     path = srv.getsockname()
     srv.close()
     try:
-        os.unlink(path)
+        posix.unlink(path)
     except OSError:
         pass
     _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
@@ -125,7 +126,7 @@ def proxy_until_exit(srv: socket.socket, pid: int, wait: object) -> int:
         return wait(pid)  # type: ignore[operator]
     master = fds[0]
     saved = None
-    if os.isatty(0):
+    if posix.isatty(0):
         saved = termios.tcgetattr(0)
         # TCSANOW: the default TCSAFLUSH would drop what the client typed before we got here
         tty.setraw(0, termios.TCSANOW)
@@ -136,20 +137,20 @@ def proxy_until_exit(srv: socket.socket, pid: int, wait: object) -> int:
             r, _, _ = select.select([master] + ([0] if stdin_open else []), [], [], 0.1)
             if master in r:
                 try:
-                    data = os.read(master, 65536)
+                    data = posix.read(master, 65536)
                 except OSError:
                     data = b""
                 if not data:
                     break
-                os.write(1, data)
+                posix.write(1, data)
             if 0 in r:
-                data = os.read(0, 65536)
+                data = posix.read(0, 65536)
                 if data:
-                    os.write(master, data)
+                    posix.write(master, data)
                 else:
                     stdin_open = False
     finally:
         if saved is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
-        os.close(master)
+        posix.close(master)
     return wait(pid)  # type: ignore[operator]

@@ -1,9 +1,8 @@
 """The verbs after create: start, kill, delete, pause/resume, update, list. Each loads the state,
 checks the status with runc's wording for the errors, and does its work.
 
-conmon and cri-shim run these several times per container, so they run on `posix` (with
-`fs` for paths) and never import `os`: that import alone costs about 2 ms, building `os.environ`
-and `os.path` on `_collections_abc`. `create` (create.py) needs all of `os` and imports it."""
+conmon and cri-shim run these several times per container; like all of pyrunc they run on
+`posix`, with `fs` for paths, and never import `os` (fs.py says why)."""
 
 import posix
 import time

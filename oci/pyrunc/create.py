@@ -1,9 +1,10 @@
 """`create`: check the bundle, reserve the state directory, make the cgroups, fork the set-up
 child (init.stage1) and wait until the init is ready and recorded."""
 
-import os
+import posix
 import time
 
+from . import fs
 from . import state as st_mod
 from .child import run as run_child
 from .container import _rmtree, _wait_gone
@@ -21,7 +22,7 @@ NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "t
 
 def load_config(bundle: str) -> "dict[str, Any]":
     from .jsonio import loads
-    path = os.path.join(bundle, "config.json")
+    path = fs.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
             cfg = loads(f.read())
@@ -40,9 +41,9 @@ def validate(cfg: "dict[str, Any]", bundle: str) -> str:
     root = cfg.get("root")
     if not isinstance(root, dict) or not root.get("path"):
         raise PyruncError("root.path is required in config.json")
-    rootfs = root["path"] if root["path"].startswith("/") else os.path.join(bundle, root["path"])
-    rootfs = os.path.realpath(rootfs)
-    if not os.path.isdir(rootfs):
+    rootfs = root["path"] if root["path"].startswith("/") else fs.join(bundle, root["path"])
+    rootfs = fs.realpath(rootfs)
+    if not fs.isdir(rootfs):
         raise PyruncError(f"rootfs ({rootfs}) does not exist")
     proc = cfg.get("process")
     if not isinstance(proc, dict) or not proc.get("args"):
@@ -56,7 +57,7 @@ def validate(cfg: "dict[str, Any]", bundle: str) -> str:
         if t in seen:
             raise PyruncError(f"duplicate namespace type {t!r}")
         seen.add(t)
-        if ns.get("path") and not os.path.exists(ns["path"]):
+        if ns.get("path") and not fs.exists(ns["path"]):
             raise PyruncError(f"namespace {t} path {ns['path']} does not exist")
     if "mount" not in seen:
         raise PyruncError("a mount namespace is required (linux.namespaces has no 'mount')")
@@ -112,7 +113,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
     from . import cgroups
     from .hooks import run as run_hooks
     from .sync import pair
-    bundle = os.path.realpath(bundle or ".")
+    bundle = fs.realpath(bundle or ".")
     cfg = load_config(bundle)
     rootfs = validate(cfg, bundle)
     proc = cfg["process"]
@@ -129,21 +130,21 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
     parent: Channel | None = None
     try:
         cg = cgroups.resolve(linux.get("cgroupsPath") or "", cid)
-        fifo = os.path.join(d, st_mod.FIFO)
-        os.mkfifo(fifo, 0o622)
-        os.chmod(fifo, 0o622)  # umask would drop the write bit a user-namespaced init needs
+        fifo = fs.join(d, st_mod.FIFO)
+        posix.mkfifo(fifo, 0o622)
+        posix.chmod(fifo, 0o622)  # umask would drop the write bit a user-namespaced init needs
         # No process of ours is migrated with a write to cgroup.procs: that takes a global lock
         # that waits for an RCU grace period, 8-20 ms on every create here. The set-up child moves
         # itself into the v1 hierarchies (cgroups.join_self_v1) and forks the init straight into
         # the cgroup2 one (syscalls.clone_into_cgroup), so the init is born in all its cgroups.
         ctx = {"id": cid, "bundle": bundle, "rootfs": rootfs, "cgroups": cg, "fifo": fifo,
-               "console_socket": console_socket and os.path.abspath(console_socket), "no_pivot": no_pivot,
+               "console_socket": console_socket and fs.abspath(console_socket), "no_pivot": no_pivot,
                "annotations": cfg.get("annotations") or {},
                "new_cgroupns": any(n.get("type") == "cgroup" and not n.get("path")
                                    for n in linux.get("namespaces") or [])}
         parent, kid = pair()
         # fork first: the child imports its modules on the other core while we set up cgroups
-        child = os.fork()
+        child = posix.fork()
         if child == 0:
             run_child(kid, lambda: _stage1(parent, cfg, ctx, kid))
         kid.close()
@@ -170,7 +171,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
                 pid_text, _, placed = msg[4:].partition(" ")
                 init_pid = int(pid_text)
                 parent.watch(init_pid)  # from now on the init is the one that must answer
-                os.waitpid(child, 0)
+                posix.waitpid(child, 0)
                 child = 0
                 v2 = cgroups.v2_path(cg)
                 if v2 and placed != "placed":  # a kernel without CLONE_INTO_CGROUP: move it
@@ -207,12 +208,12 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
         for pid in (child, init_pid):
             if pid:
                 try:
-                    os.kill(pid, _SIGKILL)
+                    posix.kill(pid, _SIGKILL)
                 except ProcessLookupError:
                     pass
         if child:
             try:
-                os.waitpid(child, 0)
+                posix.waitpid(child, 0)
             except ChildProcessError:  # _died reaped it to say how it ended
                 pass
         if init_pid:
@@ -220,7 +221,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
         if cg is not None:
             for pid in cgroups.procs(cg):
                 try:
-                    os.kill(pid, _SIGKILL)
+                    posix.kill(pid, _SIGKILL)
                 except ProcessLookupError:
                     pass
             try:
@@ -249,12 +250,12 @@ def _died(child: int, init_pid: int, cfg: "dict[str, Any]") -> str:
             msg += " (its seccomp profile, loaded before it reports, may deny the calls it needs)"
         return msg
     try:
-        _, status = os.waitpid(child, 0)
+        _, status = posix.waitpid(child, 0)
     except ChildProcessError:
         return "container set-up process exited before it was ready"
-    if os.WIFSIGNALED(status):
-        return f"container set-up process was killed by signal {os.WTERMSIG(status)} before it was ready"
-    code = os.waitstatus_to_exitcode(status)
+    if posix.WIFSIGNALED(status):
+        return f"container set-up process was killed by signal {posix.WTERMSIG(status)} before it was ready"
+    code = posix.waitstatus_to_exitcode(status)
     return f"container set-up process exited with status {code} before it was ready"
 
 

@@ -1,9 +1,10 @@
 """/dev inside the container: device nodes from the spec plus the default set, and the
 conventional symlinks."""
 
-import os
+import posix
 import stat
 
+from . import fs
 from . import syscalls as sc
 
 TYPE_CHECKING = False
@@ -38,37 +39,37 @@ def all_devices(spec_devices: "list[dict[str, Any]]") -> "list[dict[str, Any]]":
 
 def create_devices(rootfs: str, devices: "list[dict[str, Any]]", userns: bool) -> None:
     from .mounts import secure_join
-    old = os.umask(0)
+    old = posix.umask(0)
     try:
         for d in devices:
             dest = secure_join(rootfs, d["path"])
-            os.makedirs(os.path.dirname(dest), 0o755, exist_ok=True)
+            fs.makedirs(fs.dirname(dest), 0o755)
             if userns:
                 # mknod is not allowed in a user namespace: bind the host node instead
-                if not os.path.exists(dest):
-                    os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666))
+                if not fs.exists(dest):
+                    posix.close(posix.open(dest, posix.O_CREAT | posix.O_WRONLY | posix.O_CLOEXEC, 0o666))
                 sc.mount(d["path"], dest, None, sc.MS_BIND, None)
                 continue
             mode = (d.get("fileMode") or 0o666) | _TYPES.get(d.get("type", "c"), stat.S_IFCHR)
-            if os.path.lexists(dest):
-                os.unlink(dest)
-            os.mknod(dest, mode, os.makedev(d.get("major", 0), d.get("minor", 0)))
-            os.chown(dest, d.get("uid", 0), d.get("gid", 0))
+            if fs.lexists(dest):
+                posix.unlink(dest)
+            posix.mknod(dest, mode, posix.makedev(d.get("major", 0), d.get("minor", 0)))
+            posix.chown(dest, d.get("uid", 0), d.get("gid", 0))
     finally:
-        os.umask(old)
+        posix.umask(old)
 
 
 def create_symlinks(rootfs: str) -> None:
     links = [("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"),
              ("/proc/self/fd/2", "stderr"), ("pts/ptmx", "ptmx")]
-    if os.path.exists("/proc/kcore"):
+    if fs.exists("/proc/kcore"):
         links.append(("/proc/kcore", "core"))
     for target, name in links:
-        path = os.path.join(rootfs, "dev", name)
-        if name == "ptmx" and os.path.lexists(path):
-            os.unlink(path)
-        if not os.path.lexists(path):
-            os.symlink(target, path)
+        path = fs.join(rootfs, "dev", name)
+        if name == "ptmx" and fs.lexists(path):
+            posix.unlink(path)
+        if not fs.lexists(path):
+            posix.symlink(target, path)
 
 
 # always allowed, as runc does: mknod of anything, the default nodes, ptys and the console

@@ -2,8 +2,9 @@
 
 import _signal as signal  # not `signal`: its IntEnum set-up imports enum, milliseconds per exec
 import errno
-import os
+import posix
 
+from . import fs
 from . import state as st_mod
 from .child import run as run_child
 from .errors import PyruncError
@@ -58,17 +59,17 @@ def _enter(pid: int, namespaces: "list[dict[str, Any]]") -> None:
             continue
         path = f"/proc/{pid}/ns/{NS_PROC[typ]}"
         try:
-            if os.stat(path).st_ino == os.stat(f"/proc/self/ns/{NS_PROC[typ]}").st_ino:
+            if posix.stat(path).st_ino == posix.stat(f"/proc/self/ns/{NS_PROC[typ]}").st_ino:
                 continue
-            fds.append((typ, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+            fds.append((typ, posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)))
         except OSError as e:
             raise PyruncError(f"open {path}: {e.strerror}") from None
     for typ, fd in fds:
         sc.setns(fd, NS_FLAGS[typ])
-        os.close(fd)
+        posix.close(fd)
     if any(t == "user" for t, _ in fds):
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
+        posix.setresgid(0, 0, 0)
+        posix.setresuid(0, 0, 0)
 
 
 def run(root: str, cid: str, proc: "dict[str, Any]", pid_file: str | None, detach: bool,
@@ -88,7 +89,7 @@ def run(root: str, cid: str, proc: "dict[str, Any]", pid_file: str | None, detac
         if detach:
             raise PyruncError("cannot allocate tty if runc will detach without setting console socket")
         from . import console
-        proxy, console_socket = console.listen(os.path.join(root, cid, f"console-{os.getpid()}.sock"))
+        proxy, console_socket = console.listen(fs.join(root, cid, f"console-{posix.getpid()}.sock"))
     if _joins_by_procs(cfg.get("linux") or {}):
         from . import cgroups
         cgroups.prewarm()
@@ -96,7 +97,7 @@ def run(root: str, cid: str, proc: "dict[str, Any]", pid_file: str | None, detac
     if not detach:
         sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)  # the exec'd process is re-parented to us: we wait
     parent, kid = pair()
-    child = os.fork()
+    child = posix.fork()
     if child == 0:
         run_child(kid, lambda: _setup(parent, rec, proc, console_socket, kid))
     kid.close()
@@ -112,13 +113,13 @@ def run(root: str, cid: str, proc: "dict[str, Any]", pid_file: str | None, detac
             parent.watch(pid)  # a copy of the pipe leaked anywhere must not keep us here
         elif msg.startswith("ERR "):
             err = msg[4:]
-    os.waitpid(child, 0)
+    posix.waitpid(child, 0)
     parent.close()
     if err or not pid:
         if proxy is not None:
             proxy.close()
-            if console_socket and os.path.exists(console_socket):
-                os.unlink(console_socket)
+            if console_socket and fs.exists(console_socket):
+                posix.unlink(console_socket)
     if err:
         if pid:
             _reap(pid)
@@ -153,12 +154,12 @@ def _setup(parent: "Channel", rec: "dict[str, Any]", proc: "dict[str, Any]", con
     v2 = None
     v2_fd = -1
     if _joins_by_procs(linux):
-        cgroups.join(cg, os.getpid())
+        cgroups.join(cg, posix.getpid())
     else:
         cgroups.join_self_v1(cg)
         v2 = cgroups.v2_path(cg)
         if v2:  # opened here: after entering the mount namespace the path would be the container's
-            v2_fd = os.open(v2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            v2_fd = posix.open(v2, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
     sock = None
     if console_socket:
         from . import console
@@ -166,7 +167,7 @@ def _setup(parent: "Channel", rec: "dict[str, Any]", proc: "dict[str, Any]", con
     from . import process
     scmp = process.preload(linux.get("seccomp"))
     _enter(rec["pid"], linux.get("namespaces") or [])
-    pid = _fork_into(v2, v2_fd) if v2 else os.fork()
+    pid = _fork_into(v2, v2_fd) if v2 else posix.fork()
     if pid == 0:
         run_child(kid, lambda: _child(proc, scmp, sock))
     kid.send(f"PID {pid}")
@@ -188,21 +189,21 @@ def _fork_into(v2: str, v2_fd: int) -> int:
             if e.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
                 raise PyruncError(f"exec: forking into cgroup {v2}: {e.strerror}") from None
         try:
-            fd = os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=v2_fd)
+            fd = posix.open("cgroup.procs", posix.O_WRONLY | posix.O_CLOEXEC, dir_fd=v2_fd)
             try:
-                os.write(fd, str(os.getpid()).encode())
+                posix.write(fd, str(posix.getpid()).encode())
             finally:
-                os.close(fd)
+                posix.close(fd)
         except OSError as e:
             raise PyruncError(f"exec: joining cgroup {v2}: {e.strerror}") from None
-        return os.fork()
+        return posix.fork()
     finally:
-        os.close(v2_fd)
+        posix.close(v2_fd)
 
 
 def _reap(pid: int) -> None:
     try:
-        os.waitpid(pid, 0)
+        posix.waitpid(pid, 0)
     except ChildProcessError:
         pass
 
@@ -210,7 +211,7 @@ def _reap(pid: int) -> None:
 def _wait_forwarding(pid: int) -> int:
     def forward(signum: int, _frame: "Any") -> None:
         try:
-            os.kill(pid, signum)
+            posix.kill(pid, signum)
         except ProcessLookupError:
             pass
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
@@ -218,11 +219,11 @@ def _wait_forwarding(pid: int) -> int:
         signal.signal(s, forward)
     while True:
         try:
-            _, status = os.waitpid(pid, 0)
+            _, status = posix.waitpid(pid, 0)
             break
         except InterruptedError:
             continue
-    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+    return posix.waitstatus_to_exitcode(status) if posix.WIFEXITED(status) else 128 + posix.WTERMSIG(status)
 
 
 def _child(proc: "dict[str, Any]", seccomp: "Any", sock: int | None) -> None:

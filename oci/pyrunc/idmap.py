@@ -9,7 +9,9 @@ gives the copy the mappings of a user namespace (a new one holding the mount's o
 else the container's) with mount_setattr(MOUNT_ATTR_IDMAP); the init attaches the copies.
 """
 
-import os
+import posix
+
+from . import fs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every short-lived command
@@ -78,34 +80,34 @@ def new_userns(uid_maps: "list[dict[str, Any]]", gid_maps: "list[dict[str, Any]]
     """An O_RDONLY fd of a new user namespace with these mappings (held by a short-lived child
     that unshares, waits for us to write its maps, and exits; the fd keeps the namespace)."""
     from . import syscalls as sc
-    ready_r, ready_w = os.pipe()
-    go_r, go_w = os.pipe()
-    pid = os.fork()
+    ready_r, ready_w = posix.pipe()
+    go_r, go_w = posix.pipe()
+    pid = posix.fork()
     if pid == 0:
         try:
-            os.close(ready_r)
-            os.close(go_w)
+            posix.close(ready_r)
+            posix.close(go_w)
             try:
                 sc.unshare(sc.CLONE_NEWUSER)
-                os.write(ready_w, b"1")
+                posix.write(ready_w, b"1")
             except OSError:
-                os.write(ready_w, b"E")
-            os.read(go_r, 1)
+                posix.write(ready_w, b"E")
+            posix.read(go_r, 1)
         finally:
-            os._exit(0)
-    os.close(ready_w)
-    os.close(go_r)
+            posix._exit(0)
+    posix.close(ready_w)
+    posix.close(go_r)
     try:
-        if os.read(ready_r, 1) != b"1":
+        if posix.read(ready_r, 1) != b"1":
             raise OSError(1, "unshare(CLONE_NEWUSER) failed")
         for kind, maps in (("uid", uid_maps), ("gid", gid_maps)):
             with open(f"/proc/{pid}/{kind}_map", "w") as f:
                 f.write(_map_text(maps))
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        return posix.open(f"/proc/{pid}/ns/user", posix.O_RDONLY | posix.O_CLOEXEC)
     finally:
-        os.close(ready_r)
-        os.close(go_w)
-        os.waitpid(pid, 0)
+        posix.close(ready_r)
+        posix.close(go_w)
+        posix.waitpid(pid, 0)
 
 
 def _is_bind(m: "dict[str, Any]") -> bool:
@@ -139,7 +141,7 @@ def prepare_mounts(cfg: "dict[str, Any]", bundle: str, every_bind: bool = False)
         if not uid_maps and joined:
             key = "path:" + joined
             if key not in userns_fds:
-                userns_fds[key] = os.open(joined, os.O_RDONLY | os.O_CLOEXEC)
+                userns_fds[key] = posix.open(joined, posix.O_RDONLY | posix.O_CLOEXEC)
             return userns_fds[key]
         if not uid_maps:
             uid_maps, gid_maps = linux.get("uidMappings") or [], linux.get("gidMappings") or []
@@ -153,7 +155,7 @@ def prepare_mounts(cfg: "dict[str, Any]", bundle: str, every_bind: bool = False)
         for i, m in todo:
             source = m.get("source") or ""
             if not source.startswith("/"):
-                source = os.path.join(bundle, source)
+                source = fs.join(bundle, source)
             opts = m.get("options") or []
             try:
                 fd = sc.open_tree_clone(source, "rbind" in opts)
@@ -169,8 +171,8 @@ def prepare_mounts(cfg: "dict[str, Any]", bundle: str, every_bind: bool = False)
         return trees
     except BaseException:
         for fd in trees.values():
-            os.close(fd)
+            posix.close(fd)
         raise
     finally:
         for fd in userns_fds.values():
-            os.close(fd)
+            posix.close(fd)

@@ -9,8 +9,9 @@ container that cannot become its user, get its capabilities or find its executab
 looks created."""
 
 import errno
-import os
+import posix
 
+from . import fs
 from . import syscalls as sc
 from .errors import PyruncError
 from .sync import Channel
@@ -34,7 +35,7 @@ def enter_namespaces(namespaces: "list[dict[str, Any]]", chan: Channel | None) -
     fds = {}
     for typ, path in joined.items():
         try:
-            fds[typ] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fds[typ] = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
         except OSError as e:
             raise PyruncError(f"open namespace {typ} path {path}: {e.strerror}") from None
     for typ in _ORDER:
@@ -43,7 +44,7 @@ def enter_namespaces(namespaces: "list[dict[str, Any]]", chan: Channel | None) -
                 sc.setns(fds[typ], NS_FLAGS[typ])
             except OSError as e:
                 raise PyruncError(f"joining {typ} namespace {joined[typ]}: {e.strerror}") from None
-            os.close(fds[typ])
+            posix.close(fds[typ])
     new = [n["type"] for n in namespaces if not n.get("path")]
     if "user" in new:
         sc.unshare(sc.CLONE_NEWUSER)
@@ -51,8 +52,8 @@ def enter_namespaces(namespaces: "list[dict[str, Any]]", chan: Channel | None) -
         chan.send("USERNS")
         chan.expect_ok()
     if "user" in new or "user" in joined:
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
+        posix.setresgid(0, 0, 0)
+        posix.setresuid(0, 0, 0)
     flags = 0
     for t in new:
         if t != "user":
@@ -79,14 +80,14 @@ def stage1(cfg: "dict[str, Any]", ctx: "dict[str, Any]", chan: Channel) -> None:
         # What the init needs from the host, taken while we are still the host's root: inside,
         # the namespace's root may not pass a 0700 directory of the host's root on the way.
         ctx["idmapped"] = idmap.prepare_mounts(cfg, ctx["bundle"], every_bind=True)
-        ctx["fifo_fd"] = os.open(ctx["fifo"], os.O_PATH | os.O_CLOEXEC)
+        ctx["fifo_fd"] = posix.open(ctx["fifo"], posix.O_PATH | posix.O_CLOEXEC)
         if ctx.get("console_socket") and (cfg.get("process") or {}).get("terminal"):
             from . import console
             ctx["console_fd"] = console.connect(ctx["console_socket"])
-        if os.path.ismount(ctx["rootfs"]):
+        if fs.ismount(ctx["rootfs"]):
             # the rootfs by our working directory, which unshare(CLONE_NEWNS) moves into the
             # new namespace's copy of its mount: /proc/self/cwd then reaches it without a walk
-            os.chdir(ctx["rootfs"])
+            posix.chdir(ctx["rootfs"])
             ctx["root_by_cwd"] = True
     elif any(idmap.wants_idmap(m) for m in cfg.get("mounts") or []):
         ctx["idmapped"] = idmap.prepare_mounts(cfg, ctx["bundle"])
@@ -119,18 +120,18 @@ def _fork_init(cg: "dict[str, Any]", joined_elsewhere: bool) -> tuple[int, bool]
     from . import cgroups
     v2 = cgroups.v2_path(cg)
     if v2 is None:
-        return os.fork(), True
+        return posix.fork(), True
     if joined_elsewhere:
-        return os.fork(), False
-    fd = os.open(v2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return posix.fork(), False
+    fd = posix.open(v2, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
     try:
         return sc.clone_into_cgroup(fd), True
     except OSError as e:
         if e.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
             raise PyruncError(f"forking the init into cgroup {v2}: {e.strerror}") from None
-        return os.fork(), False
+        return posix.fork(), False
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def stage2(cfg: "dict[str, Any]", ctx: "dict[str, Any]", chan: Channel) -> None:
@@ -166,10 +167,10 @@ def stage2(cfg: "dict[str, Any]", ctx: "dict[str, Any]", chan: Channel) -> None:
         sock = console.connect(ctx["console_socket"])
     fifo = ctx.get("fifo_fd")
     if fifo is None:
-        fifo = os.open(ctx["fifo"], os.O_PATH | os.O_CLOEXEC)
+        fifo = posix.open(ctx["fifo"], posix.O_PATH | posix.O_CLOEXEC)
     cwd = mounts.secure_join(rootfs, proc.get("cwd") or "/")
-    if not os.path.exists(cwd):  # runc creates a missing cwd
-        os.makedirs(cwd, 0o755, exist_ok=True)
+    if not fs.exists(cwd):  # runc creates a missing cwd
+        fs.makedirs(cwd, 0o755)
     hooks = cfg.get("hooks") or {}
     scmp = process.preload(linux.get("seccomp"))
     if hooks.get("startContainer"):
@@ -209,7 +210,7 @@ def stage2(cfg: "dict[str, Any]", ctx: "dict[str, Any]", chan: Channel) -> None:
         from . import console
         console.setup_pty(sock, int((proc.get("user") or {}).get("uid", 0)), proc.get("consoleSize"))
     elif not proc.get("terminal"):
-        os.setsid() if ctx.get("setsid") else None
+        posix.setsid() if ctx.get("setsid") else None
     process.become(proc, scmp)
     path = process.lookup(args[0], env)
     chan.send("READY")
@@ -218,10 +219,10 @@ def stage2(cfg: "dict[str, Any]", ctx: "dict[str, Any]", chan: Channel) -> None:
     chan.close()  # from here on a failure goes to stderr (child.run): nobody reads the channel
     # the create/start split: block here until `start` opens the other end of the fifo.
     # Reopening our own O_PATH descriptor works as the container user too.
-    wfd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
-    os.write(wfd, b"0")
-    os.close(wfd)
-    os.close(fifo)
+    wfd = posix.open(f"/proc/self/fd/{fifo}", posix.O_WRONLY | posix.O_CLOEXEC)
+    posix.write(wfd, b"0")
+    posix.close(wfd)
+    posix.close(fifo)
     if hooks.get("startContainer"):
         run_hooks("startContainer", hooks["startContainer"], _state(ctx, "running"))
     process.seal(proc, scmp)
@@ -230,5 +231,5 @@ def stage2(cfg: "dict[str, Any]", ctx: "dict[str, Any]", chan: Channel) -> None:
 
 def _state(ctx: "dict[str, Any]", status: str) -> "dict[str, Any]":
     return {"ociVersion": "1.2.0", "id": ctx["id"], "status": status,
-            "pid": ctx.get("host_pid") or os.getpid(), "bundle": ctx["bundle"],
+            "pid": ctx.get("host_pid") or posix.getpid(), "bundle": ctx["bundle"],
             "annotations": ctx.get("annotations") or {}}

@@ -1,9 +1,10 @@
 """Mounts inside the new mount namespace: spec mounts, rootfs preparation, pivot_root,
 masked and read-only paths. Option parsing is pure (`parse_options`)."""
 
-import os
+import posix
 import stat
 
+from . import fs
 from . import syscalls as sc
 from .errors import PyruncError
 
@@ -93,9 +94,9 @@ def secure_join(root: str, unsafe: str) -> str:
             if resolved:
                 resolved.pop()
             continue
-        full = os.path.join(root, *resolved, p)
+        full = fs.join(root, *resolved, p)
         try:
-            st = os.lstat(full)
+            st = posix.lstat(full)
         except FileNotFoundError:
             resolved.append(p)
             continue
@@ -103,13 +104,13 @@ def secure_join(root: str, unsafe: str) -> str:
             links += 1
             if links > 255:
                 raise PyruncError(f"too many symlinks resolving {unsafe}")
-            target = os.readlink(full)
+            target = posix.readlink(full)
             if target.startswith("/"):
                 resolved = []
             parts = [x for x in target.split("/") if x] + parts
             continue
         resolved.append(p)
-    return os.path.join(root, *resolved)
+    return fs.join(root, *resolved)
 
 
 def validate(mounts: "list[Any]", linux: "dict[str, Any] | None" = None) -> None:
@@ -155,21 +156,21 @@ def _fs_known(typ: str) -> bool:
 
 
 def _mkdest(dest: str, source_is_dir: bool) -> None:
-    if os.path.lexists(dest):
+    if fs.lexists(dest):
         return
     if source_is_dir:
-        os.makedirs(dest, 0o755, exist_ok=True)
+        fs.makedirs(dest, 0o755)
     else:
-        os.makedirs(os.path.dirname(dest), 0o755, exist_ok=True)
-        os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o755))
+        fs.makedirs(fs.dirname(dest), 0o755)
+        posix.close(posix.open(dest, posix.O_CREAT | posix.O_WRONLY | posix.O_CLOEXEC, 0o755))
 
 
 def _locked_flags(path: str) -> int:
     """Flags an unprivileged (userns) bind remount must keep or the kernel refuses it."""
-    st = os.statvfs(path)
+    st = posix.statvfs(path)
     out = 0
-    for st_flag, ms in ((os.ST_NOSUID, sc.MS_NOSUID), (os.ST_NODEV, sc.MS_NODEV),
-                        (os.ST_NOEXEC, sc.MS_NOEXEC), (os.ST_RDONLY, sc.MS_RDONLY)):
+    for st_flag, ms in ((posix.ST_NOSUID, sc.MS_NOSUID), (posix.ST_NODEV, sc.MS_NODEV),
+                        (posix.ST_NOEXEC, sc.MS_NOEXEC), (posix.ST_RDONLY, sc.MS_RDONLY)):
         if st.f_flag & st_flag:
             out |= ms
     return out
@@ -191,15 +192,15 @@ def mount_one(rootfs: str, bundle: str, m: "dict[str, Any]", ctx: "dict[str, Any
     userns = ctx.get("userns", False)
     if typ == "bind" or flags & sc.MS_BIND:
         if not source.startswith("/"):
-            source = os.path.join(bundle, source)
+            source = fs.join(bundle, source)
         try:
-            st = os.fstat(tree) if tree >= 0 else os.stat(source)
+            st = posix.fstat(tree) if tree >= 0 else posix.stat(source)
         except OSError as e:
             raise PyruncError(f"bind mount source {source}: {e.strerror}") from None
         _mkdest(dest, stat.S_ISDIR(st.st_mode))
         if tree >= 0:
             sc.move_mount_fd(tree, dest)
-            os.close(tree)
+            posix.close(tree)
         else:
             sc.mount(source, dest, None, sc.MS_BIND | (flags & sc.MS_REC), None)
         if flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT):
@@ -207,7 +208,7 @@ def mount_one(rootfs: str, bundle: str, m: "dict[str, Any]", ctx: "dict[str, Any
     elif typ in ("cgroup", "cgroup2"):
         _mount_cgroup(dest, flags, ctx)
     else:
-        if os.path.islink(dest):
+        if fs.islink(dest):
             raise PyruncError(f"mount destination {m['destination']} is a symlink")
         _mkdest(dest, True)
         if typ == "tmpfs" and m["destination"] == "/dev" and "mode=" not in data:
@@ -248,17 +249,17 @@ def _mount_cgroup(dest: str, flags: int, ctx: "dict[str, Any]") -> None:
     sc.mount("tmpfs", dest, "tmpfs", base, "mode=755")
     for key, host in cg["paths"].items():
         name = key.replace("name=", "") if key != "unified" else "unified"
-        sub = os.path.join(dest, name)
-        os.makedirs(sub, 0o755, exist_ok=True)
-        if not os.path.isdir(host):
+        sub = fs.join(dest, name)
+        fs.makedirs(sub, 0o755)
+        if not fs.isdir(host):
             continue
         sc.mount(host, sub, None, sc.MS_BIND, None)
         bind_remount(sub, flags | sc.MS_BIND, ctx.get("userns", False))
         if "," in name:  # cpu,cpuacct -> also cpu and cpuacct symlinks, as on the host
             for part in name.split(","):
-                link = os.path.join(dest, part)
-                if not os.path.lexists(link):
-                    os.symlink(name, link)
+                link = fs.join(dest, part)
+                if not fs.lexists(link):
+                    posix.symlink(name, link)
     if flags & sc.MS_RDONLY:
         sc.mount(None, dest, None, sc.MS_REMOUNT | base | sc.MS_RDONLY, None)
 
@@ -293,39 +294,39 @@ def prepare_root(rootfs: str, propagation: str | None, already_mounted: bool = F
     tree = sc.open_tree_clone("", True)
     try:
         sc.move_mount_fd(tree, "")
-        os.fchdir(tree)
+        posix.fchdir(tree)
     finally:
-        os.close(tree)
+        posix.close(tree)
 
 
 def pivot(rootfs: str) -> None:
-    old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
-    new = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    old = posix.open("/", posix.O_DIRECTORY | posix.O_RDONLY | posix.O_CLOEXEC)
+    new = posix.open(rootfs, posix.O_DIRECTORY | posix.O_RDONLY | posix.O_CLOEXEC)
     try:
-        os.fchdir(new)
+        posix.fchdir(new)
         sc.pivot_root(".", ".")
         # the old root is stacked under the new one; detach it without propagating to the host
-        os.fchdir(old)
+        posix.fchdir(old)
         sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC, None)
         sc.umount2(".", sc.MNT_DETACH)
-        os.chdir("/")
+        posix.chdir("/")
     finally:
-        os.close(old)
-        os.close(new)
+        posix.close(old)
+        posix.close(new)
 
 
 def move_root(rootfs: str) -> None:
     """--no-pivot: move the rootfs over / and chroot into it."""
-    os.chdir(rootfs)
+    posix.chdir(rootfs)
     sc.mount(rootfs, "/", None, sc.MS_MOVE, None)
-    os.chroot(".")
-    os.chdir("/")
+    posix.chroot(".")
+    posix.chdir("/")
 
 
 def mask_paths(paths: list[str]) -> None:
     for p in paths:
         try:
-            st = os.stat(p)
+            st = posix.stat(p)
         except OSError:
             continue
         if stat.S_ISDIR(st.st_mode):
@@ -336,7 +337,7 @@ def mask_paths(paths: list[str]) -> None:
 
 def readonly_paths(paths: list[str], userns: bool) -> None:
     for p in paths:
-        if not os.path.exists(p):
+        if not fs.exists(p):
             continue
         sc.mount(p, p, None, sc.MS_BIND | sc.MS_REC, None)
         bind_remount(p, sc.MS_RDONLY | sc.MS_REC, userns)

@@ -4,9 +4,10 @@ user and groups, capabilities), `lookup` of the executable as that user, then, f
 report ready and wait for `start`, then `seal` (a no_new_privs seccomp filter) and `execve`.
 Everything up to `lookup` can fail while the parent still listens, as runc arranges it."""
 
-import os
+import posix
 import stat
 
+from . import fs
 from .errors import PyruncError
 
 TYPE_CHECKING = False
@@ -33,15 +34,15 @@ def lookup(arg0: str, env: dict[str, str]) -> str:
     reason execve would refuse it is a create-time error, worded as runc words it."""
     if "/" in arg0:
         try:
-            st = os.stat(arg0)
+            st = posix.stat(arg0)
         except OSError as e:
             raise PyruncError(f'exec: "{arg0}": stat {arg0}: {(e.strerror or "").lower()}') from None
-        if not stat.S_ISREG(st.st_mode) or not os.access(arg0, os.X_OK):
+        if not stat.S_ISREG(st.st_mode) or not posix.access(arg0, posix.X_OK):
             raise PyruncError(f'exec: "{arg0}": permission denied')
         return arg0
     for d in env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
-        p = os.path.join(d or ".", arg0)
-        if os.path.isfile(p) and os.access(p, os.X_OK):
+        p = fs.join(d or ".", arg0)
+        if fs.isfile(p) and posix.access(p, posix.X_OK):
             return p
     raise PyruncError(f'exec: "{arg0}": executable file not found in $PATH')
 
@@ -78,7 +79,7 @@ def prepare(proc: "dict[str, Any]") -> tuple[list[str], dict[str, str]]:
                               f"{(e.strerror or '').lower()}") from None
     cwd = proc.get("cwd") or "/"
     try:
-        os.chdir(cwd)
+        posix.chdir(cwd)
     except OSError as e:
         raise PyruncError(f"chdir to cwd ({cwd!r}) set in config.json failed: {e.strerror}") from None
     args = proc.get("args") or []
@@ -124,9 +125,9 @@ def become(proc: "dict[str, Any]", seccomp: "Callable[[], None] | None") -> None
     from . import syscalls as sc
     user = proc.get("user") or {}
     if "umask" in user and user["umask"] is not None:
-        os.umask(user["umask"])
+        posix.umask(user["umask"])
     else:
-        os.umask(0o022)
+        posix.umask(0o022)
     nnp = bool(proc.get("noNewPrivileges"))
     if nnp:
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
@@ -139,12 +140,12 @@ def become(proc: "dict[str, Any]", seccomp: "Callable[[], None] | None") -> None
     uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
     groups = [int(g) for g in user.get("additionalGids") or []]
     try:
-        os.setgroups(groups)
+        posix.setgroups(groups)
     except PermissionError as e:  # setgroups is denied in a user namespace without a gid map
         if groups:
             raise PyruncError(f"unable to setup user: setgroups {groups}: {e.strerror}") from None
-    _set_id("gid", gid, os.setresgid)
-    _set_id("uid", uid, os.setresuid)
+    _set_id("gid", gid, posix.setresgid)
+    _set_id("uid", uid, posix.setresuid)
     sc.prctl(sc.PR_SET_KEEPCAPS, 0)
     if caps is not None:
         capmod.apply(caps)
@@ -173,10 +174,10 @@ def close_extra_fds() -> None:
         return
     except OSError:  # before Linux 5.11, or a seccomp profile without close_range
         pass
-    for name in os.listdir("/proc/self/fd"):
+    for name in posix.listdir("/proc/self/fd"):
         if int(name) >= first:
             try:
-                os.set_inheritable(int(name), False)
+                posix.set_inheritable(int(name), False)
             except OSError:  # the descriptor listdir itself used, closed by now
                 pass
 
@@ -192,6 +193,6 @@ def seal(proc: "dict[str, Any]", seccomp: "Callable[[], None] | None") -> None:
 
 def execve(path: str, args: list[str], env: dict[str, str]) -> None:
     try:
-        os.execve(path, args, env)
+        posix.execve(path, args, env)
     except OSError as e:
         raise PyruncError(f"exec {path}: {(e.strerror or '').lower()}") from None

@@ -1,6 +1,8 @@
 """Container state under --root/<id>: state.json written atomically, status derived from the
 live process (pid plus its start time, so a recycled pid is not mistaken for the container)."""
 
+import posix
+
 from . import fs
 from .errors import ALREADY_EXISTS, NOT_EXIST, PyruncError
 from .jsonio import dumps, loads
@@ -23,8 +25,8 @@ def save(root: str, st: "dict[str, Any]") -> None:
     """Write st atomically but not durably: it describes live processes, which a host crash
     ends anyway (runc's root is a tmpfs, and runc does not fsync it either). The rename still
     keeps readers from ever seeing a torn file; the four fsyncs cost ~4 ms per create on disk."""
-    # The one writer both layers share: a leaf of the oci package that needs nothing but os
-    # (imported here: the commands that only read state never import os)
+    # the one writer both layers share (imported here: the commands that only read state need
+    # no writer)
     from ..atomic_file import write_atomic
     write_atomic(fs.join(container_dir(root, st["id"]), "state.json"),
                  dumps(st, separators=(",", ":")).encode(), 0o600, durable=False)
@@ -32,10 +34,8 @@ def save(root: str, st: "dict[str, Any]") -> None:
 
 def write_pid_file(path: str, pid: int) -> None:
     """--pid-file: atomic for its reader (conmon, the caller), not durable, as runc's."""
-    import os
-
     from ..atomic_file import write_atomic
-    write_atomic(os.path.abspath(path), str(pid).encode(), 0o644, durable=False)
+    write_atomic(fs.abspath(path), str(pid).encode(), 0o644, durable=False)
 
 
 def load(root: str, cid: str) -> "dict[str, Any]":
@@ -50,11 +50,10 @@ def load(root: str, cid: str) -> "dict[str, Any]":
 
 
 def reserve(root: str, cid: str) -> str:
-    import os
-    os.makedirs(root, 0o711, exist_ok=True)
+    fs.makedirs(root, 0o711)
     d = container_dir(root, cid)
     try:
-        os.mkdir(d, 0o711)
+        posix.mkdir(d, 0o711)
     except FileExistsError:
         raise PyruncError(ALREADY_EXISTS) from None
     return d

@@ -13,7 +13,7 @@ process that is expected to write next and stops waiting when it exits.
 """
 
 import errno
-import os
+import posix
 import select
 
 _POLL_FALLBACK_MS = 50  # only without pidfd_open (Linux < 5.3)
@@ -35,7 +35,7 @@ class Channel:
             raise OSError(errno.EBADF, "sync channel is closed")
         data = (msg.replace("\n", " ") + "\n").encode()
         while data:
-            data = data[os.write(self.wfd, data):]
+            data = data[posix.write(self.wfd, data):]
 
     def tell(self, msg: str) -> None:
         """send() for the parent: a child that already failed has closed its end, and its
@@ -52,7 +52,7 @@ class Channel:
         self._unwatch()
         self._watched = pid
         try:
-            self._pidfd = os.pidfd_open(pid)
+            self._pidfd = posix.pidfd_open(pid)
         except ProcessLookupError:
             self._pidfd = -1  # already gone (and reaped): _exited() says so
         except (AttributeError, OSError):
@@ -60,7 +60,7 @@ class Channel:
 
     def _unwatch(self) -> None:
         if self._pidfd >= 0:
-            os.close(self._pidfd)
+            posix.close(self._pidfd)
         self._pidfd, self._watched = -1, 0
 
     def _exited(self) -> bool:
@@ -92,7 +92,7 @@ class Channel:
         """Next line, or None at EOF or once the watched process has exited without one."""
         while b"\n" not in self._buf:
             if self._wait_readable():
-                chunk = os.read(self.rfd, 65536)
+                chunk = posix.read(self.rfd, 65536)
             else:
                 chunk = self._read_nowait()
             if not chunk:
@@ -102,13 +102,13 @@ class Channel:
         return line.decode(errors="replace")
 
     def _read_nowait(self) -> bytes:
-        os.set_blocking(self.rfd, False)
+        posix.set_blocking(self.rfd, False)
         try:
-            return os.read(self.rfd, 65536)
+            return posix.read(self.rfd, 65536)
         except BlockingIOError:
             return b""
         finally:
-            os.set_blocking(self.rfd, True)
+            posix.set_blocking(self.rfd, True)
 
     def pending_error(self) -> str | None:
         """The first ERR line already written, read without waiting: for a parent whose own
@@ -133,7 +133,7 @@ class Channel:
         for fd in (self.rfd, self.wfd):
             if fd >= 0:
                 try:
-                    os.close(fd)
+                    posix.close(fd)
                 except OSError:
                     pass
         self.rfd = self.wfd = -1
@@ -150,8 +150,8 @@ def _running(pid: int) -> bool:
 
 
 def pair() -> tuple[Channel, Channel]:
-    """(parent side, child side). Both pipes are close-on-exec (os.pipe's default), so an
+    """(parent side, child side). Both pipes are close-on-exec (posix.pipe's default), so an
     exec'd container process or hook never inherits them."""
-    p2c_r, p2c_w = os.pipe()
-    c2p_r, c2p_w = os.pipe()
+    p2c_r, p2c_w = posix.pipe()
+    c2p_r, c2p_w = posix.pipe()
     return Channel(c2p_r, p2c_w), Channel(p2c_r, c2p_w)

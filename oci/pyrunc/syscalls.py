@@ -8,7 +8,7 @@ package): `create` reads only the flags below in the process whose start-up ever
 waits for; its set-up child loads libc (`load`) while that parent works.
 """
 
-import os
+import posix
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -77,14 +77,14 @@ _SYS_CAPSET = 126
 _SYS_CAPGET = 125
 _SYS_CLOSE_RANGE = 436  # the same number on every architecture (the unified syscall table)
 CLOSE_RANGE_CLOEXEC = 4
-_SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351}.get(os.uname().machine, 321)
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351}.get(posix.uname().machine, 321)
 
 
 def _check(ret: int, what: str) -> int:
     if ret < 0:
         from . import ffi
         err = ffi.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
+        raise OSError(err, f"{what}: {posix.strerror(err)}")
     return ret
 
 
@@ -225,7 +225,7 @@ def loopback_up() -> None:
         flags.value |= 1  # IFF_UP
         _check(libc.ioctl(fd, ffi.c_ulong(0x8914), ifr), "ioctl SIOCSIFFLAGS lo")
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def sethostname(name: str) -> None:

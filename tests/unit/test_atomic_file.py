@@ -15,7 +15,8 @@ from oci import atomic_file as writer
 
 
 class Recorder:
-    """Wraps the os calls the writer makes, logging what each touched, in order."""
+    """Wraps the calls the writer makes (on `posix`, which `os` re-exports), logging what each
+    touched, in order."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, str]] = []
@@ -35,9 +36,9 @@ class Recorder:
             self.calls.append(("rename", f"{os.fspath(src)} -> {os.fspath(dst)}"))
             real_replace(src, dst)
 
-        monkeypatch.setattr(os, "open", open_)
-        monkeypatch.setattr(os, "fsync", fsync)
-        monkeypatch.setattr(os, "replace", replace)
+        monkeypatch.setattr(writer.posix, "open", open_)
+        monkeypatch.setattr(writer.posix, "fsync", fsync)
+        monkeypatch.setattr(writer.posix, "replace", replace)
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ def test_a_private_file_is_never_created_readable(tmp_path: Path, monkeypatch: p
         modes.append(mode)
         return real_open(path, flags, mode, **kw)
 
-    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(writer.posix, "open", open_)
     writer.write_atomic(tmp_path / "config.json", "secret", atomic_file.PRIVATE_FILE)
     assert modes[0] == 0o600  # the temp file holds the secret from its first byte
 
@@ -108,7 +109,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path, mo
                                                               step: str) -> None:
     target = tmp_path / "hosts"
     target.write_text("old")
-    monkeypatch.setattr(os, step, _fail(step))
+    monkeypatch.setattr(writer.posix, step, _fail(step))
     with pytest.raises(OSError, match=step):
         writer.write_atomic(target, "new")
     monkeypatch.undo()
@@ -138,3 +139,18 @@ def test_cri_shim_writer_makes_the_directory(tmp_path: Path) -> None:
     p = tmp_path / "pods" / "p1" / "resolv.conf"
     assert p.read_text() == "nameserver 1.1.1.1\n"
     assert stat.S_IMODE(p.stat().st_mode) == atomic_file.SHARED_FILE  # bind-mounted: any user reads it
+
+
+def test_relative_and_dotdot_paths_resolve_as_the_kernel_does(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The temp file goes beside the target as the kernel finds it: through a symlink before a
+    "..", that is not where a lexical clean-up of the path would put it."""
+    monkeypatch.chdir(tmp_path)
+    writer.write_atomic("plain", b"1", durable=True)
+    (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
+    (tmp_path / "link").symlink_to("elsewhere/deep")
+    writer.write_atomic("link/../f", b"2", durable=True)  # link/.. is elsewhere, not tmp_path
+    assert (tmp_path / "plain").read_bytes() == b"1"
+    assert (tmp_path / "elsewhere" / "f").read_bytes() == b"2" and not (tmp_path / "f").exists()
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["deep", "f"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "link", "plain"]

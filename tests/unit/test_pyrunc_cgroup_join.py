@@ -67,7 +67,7 @@ def forks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append("fork")
         return 4242
 
-    monkeypatch.setattr(init.os, "fork", fake_fork)
+    monkeypatch.setattr(init.posix, "fork", fake_fork)
     return calls
 
 

@@ -296,3 +296,64 @@ def test_fs_exists_and_isdir(tmp_path: Path) -> None:
         p = str(tmp_path / name)
         assert (fs.exists(p), fs.isdir(p)) == (os.path.exists(p), os.path.isdir(p)), name
     assert not fs.exists("nul\0byte") and not fs.isdir("nul\0byte")
+
+
+PATHS = ["", "/", "//", "///", "a", "a/", "/a", "/a/", "a/b", "/a/b/", "a//b", "//a/b", "///a/b", "./a",
+         "a/./b", "a/../b", "../a", "../../a/..", "/..", "/../a", "a/b/../../..", "/a/b/../../../c",
+         ".", "..", "a/..", "//..", "a/b/.", "/a/./b/../c//d/"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_fs_lexical_helpers_are_os_path_s(path: str) -> None:
+    assert fs.normpath(path) == os.path.normpath(path)
+    assert fs.split(path) == os.path.split(path)
+    assert fs.dirname(path) == os.path.dirname(path)
+    assert fs.basename(path) == os.path.basename(path)
+    assert fs.abspath(path) == os.path.abspath(path)
+
+
+def test_fs_file_type_helpers(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "l").symlink_to("d")
+    (tmp_path / "dangling").symlink_to("missing")
+    for name in ("f", "d", "l", "dangling", "missing"):
+        p = str(tmp_path / name)
+        assert (fs.lexists(p), fs.isfile(p), fs.islink(p)) == (
+            os.path.lexists(p), os.path.isfile(p), os.path.islink(p)), name
+    assert not fs.lexists("nul\0byte") and not fs.isfile("nul\0byte") and not fs.islink("nul\0byte")
+
+
+def test_fs_realpath_resolves_as_the_kernel_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to("real")
+    (tmp_path / "real" / "up").symlink_to("..")
+    monkeypatch.chdir(tmp_path)
+    for p in (str(tmp_path / "link" / "sub"), "link/sub", "link/up/link", "real/sub/../sub", "."):
+        assert fs.realpath(p) == os.path.realpath(p), p
+    # what cannot be opened comes back absolute, for the caller's own "does not exist"
+    assert fs.realpath("missing/x") == str(tmp_path / "missing" / "x")
+
+
+def test_fs_ismount(tmp_path: Path) -> None:
+    (tmp_path / "l").symlink_to("/proc")
+    for p in ("/", "/proc", str(tmp_path), str(tmp_path / "l"), str(tmp_path / "missing")):
+        assert fs.ismount(p) == os.path.ismount(p), p
+
+
+def test_fs_makedirs(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        leaf = tmp_path / "a" / "b" / "c"
+        fs.makedirs(str(leaf), 0o700)
+        assert leaf.is_dir() and (leaf.stat().st_mode & 0o777) == 0o700
+        assert (tmp_path / "a").stat().st_mode & 0o777 == 0o755  # parents: the default mode
+        fs.makedirs(str(leaf), 0o700)  # already there: fine
+        fs.makedirs(str(tmp_path / "a") + "/", 0o700)
+    finally:
+        os.umask(old)
+    (tmp_path / "f").write_text("")
+    with pytest.raises(FileExistsError):
+        fs.makedirs(str(tmp_path / "f"))
+    with pytest.raises(NotADirectoryError):
+        fs.makedirs(str(tmp_path / "f" / "x" / "y"))

@@ -14,7 +14,7 @@ from oci.pyrunc import syscalls as sc
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     seen: list[tuple] = []
     monkeypatch.setattr(sc, "mount", lambda *a: seen.append(a))
-    monkeypatch.setattr(mounts.os, "statvfs", lambda p: type("S", (), {"f_flag": 0})())
+    monkeypatch.setattr(mounts.posix, "statvfs", lambda p: type("S", (), {"f_flag": 0})())
     return seen
 
 
