@@ -7,7 +7,6 @@ import time
 from . import fs
 from . import state as st_mod
 from .child import run as run_child
-from .container import _rmtree, _wait_gone
 from .errors import PyruncError
 
 TYPE_CHECKING = False
@@ -111,7 +110,6 @@ def _write_maps(pid: int, linux: "dict[str, Any]") -> None:
 def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socket: str | None,
            no_pivot: bool) -> "dict[str, Any]":
     from . import cgroups
-    from .hooks import run as run_hooks
     from .sync import pair
     bundle = fs.realpath(bundle or ".")
     cfg = load_config(bundle)
@@ -128,11 +126,10 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
     init_pid = 0
     child = 0
     parent: Channel | None = None
+    pid_file_written = False
     try:
         cg = cgroups.resolve(linux.get("cgroupsPath") or "", cid)
         fifo = fs.join(d, st_mod.FIFO)
-        posix.mkfifo(fifo, 0o622)
-        posix.chmod(fifo, 0o622)  # umask would drop the write bit a user-namespaced init needs
         # No process of ours is migrated with a write to cgroup.procs: that takes a global lock
         # that waits for an RCU grace period, 8-20 ms on every create here. The set-up child moves
         # itself into the v1 hierarchies (cgroups.join_self_v1) and forks the init straight into
@@ -157,6 +154,9 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
         # the init, and a limit of 1 would refuse the init's fork
         pids = res.pop("pids", None)
         cgroups.apply(cg, res)
+        # made while the child loads its modules: it opens the fifo only once told OK
+        posix.mkfifo(fifo, 0o622)
+        posix.chmod(fifo, 0o622)  # umask would drop the write bit a user-namespaced init needs
         parent.tell("OK")  # the child may join them now
         hooks = cfg.get("hooks") or {}
         rec: dict[str, Any] = {}
@@ -185,7 +185,11 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
                        "bundle": bundle, "rootfs": rootfs, "created": _now(),
                        "annotations": cfg.get("annotations") or {}, "cgroups": cg, "config": cfg}
                 st_mod.save(root, rec)
+                if pid_file:  # for our caller, who reads it only once we have succeeded
+                    st_mod.write_pid_file(pid_file, init_pid)
+                    pid_file_written = True
             elif msg == "HOOKS":
+                from .hooks import run as run_hooks
                 s = _hook_state(cid, init_pid, bundle, cfg, "created")
                 run_hooks("prestart", hooks.get("prestart") or [], s)
                 run_hooks("createRuntime", hooks.get("createRuntime") or [], s)
@@ -194,8 +198,6 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
                 raise PyruncError(msg[4:])
             elif msg == "READY":
                 break
-        if pid_file:
-            st_mod.write_pid_file(pid_file, init_pid)
         parent.tell("OK")  # recorded: the init may wait for `start` now
         parent.close()
         return rec
@@ -216,6 +218,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
                 posix.waitpid(child, 0)
             except ChildProcessError:  # _died reaped it to say how it ended
                 pass
+        from .container import _rmtree, _wait_gone
         if init_pid:
             _wait_gone(init_pid, None, 5.0)
         if cg is not None:
@@ -229,6 +232,11 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
             except PyruncError:
                 pass
         _rmtree(d)
+        if pid_file_written:
+            try:
+                posix.unlink(pid_file)
+            except FileNotFoundError:
+                pass
         if child_err is not None:
             raise PyruncError(child_err) from None
         raise

@@ -50,20 +50,21 @@ def lookup(arg0: str, env: dict[str, str]) -> str:
 def set_rlimits(rlimits: "list[dict[str, Any]] | None") -> None:
     if not rlimits:
         return
-    import resource
+    from . import syscalls as sc
     for r in rlimits:
         num = RLIMITS.get(r.get("type", ""))
         if num is None:
             raise PyruncError(f"unknown rlimit type {r.get('type')!r}")
         try:
-            resource.setrlimit(num, (_rl(r.get("soft")), _rl(r.get("hard"))))
-        except (OSError, ValueError) as e:
-            raise PyruncError(f"setrlimit {r['type']}: {e}") from None
+            sc.setrlimit(num, _rl(r.get("soft")), _rl(r.get("hard")))
+        except OSError as e:
+            raise PyruncError(f"setrlimit {r['type']} (soft {r.get('soft')}, hard {r.get('hard')}): "
+                              f"{e.strerror}") from None
 
 
 def _rl(v: int | None) -> int:
-    import resource
-    return resource.RLIM_INFINITY if v is None or v < 0 or v >= 2**64 - 1 else v
+    from .syscalls import RLIM_INFINITY
+    return RLIM_INFINITY if v is None or v < 0 or v >= RLIM_INFINITY else v
 
 
 def prepare(proc: "dict[str, Any]") -> tuple[list[str], dict[str, str]]:
@@ -106,8 +107,6 @@ def home_of(uid: int) -> str:
 def preload(seccomp: "dict[str, Any] | None") -> "Callable[[], None] | None":
     """Import and build everything `become` and `seal` need while the host root is still visible:
     after pivot_root (or setns into the mount namespace) no module can be imported."""
-    import resource  # noqa: F401
-
     from . import caps, syscalls
     syscalls.load()
     caps.last_cap()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
+import uuid
 
 import pytest
 
-from oci.errors import ContainerAlreadyExists, ContainerNotFound, WrongState
-from tests.conformance.conftest import Harness
+from oci.errors import ContainerAlreadyExists, ContainerNotFound, RuntimeFailure, WrongState
+from tests.conformance.conftest import CGROUP_PARENT, Harness
 
 pytestmark = pytest.mark.root
 
@@ -146,3 +148,22 @@ def test_pid_file_written_on_create(h: Harness, tmp_path) -> None:  # type: igno
         assert int(pid_file.read_text()) == h.rt.state(cid).pid
     finally:
         h.rt.delete(cid, force=True)
+
+
+def test_failed_create_leaves_no_pid_file(h: Harness, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The pid file tells the caller that create succeeded: a create that fails after its init
+    exists (here the init cannot bind-mount a missing source) leaves none behind."""
+    bundle = tmp_path / "bad"
+    bundle.mkdir()
+    shutil.copytree(h.rootfs_template, bundle / "rootfs", symlinks=True)
+    cid = f"ct-{uuid.uuid4().hex[:12]}"
+    spec = h.spec("true").bind_mount("/no-such-source-dir", "/mnt/x").build(check=False)
+    assert spec.linux is not None
+    spec.linux.cgroups_path = f"/{CGROUP_PARENT}/{cid}"
+    spec.save(bundle / "config.json")
+    pid_file = tmp_path / "init.pid"
+    with pytest.raises(RuntimeFailure, match="no-such-source-dir"):
+        h.rt.create(cid, bundle, pid_file=pid_file)
+    assert not pid_file.exists()
+    with pytest.raises(ContainerNotFound):
+        h.rt.state(cid)
