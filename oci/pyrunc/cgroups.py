@@ -137,7 +137,12 @@ def create(cg: "dict[str, Any]") -> list[str]:
             if not existed:
                 made.append(path)
             continue
-        if not fs.isdir(path):
+        try:
+            posix.mkdir(path, 0o755)  # the usual case: the parent is there, the cgroup is not
+            made.append(path)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
             missing = []
             p = path
             while not fs.isdir(p):
@@ -414,19 +419,21 @@ def remove(cg: "dict[str, Any]", made: list[str] | None = None) -> None:
 
 
 def _rmdir_tree(path: str) -> None:
-    if not fs.isdir(path):
-        return
-    for entry in posix.scandir(path):
-        if entry.is_dir(follow_symlinks=False):
-            _rmdir_tree(entry.path)
-    for i in range(500):
+    """rmdir path, after the cgroups the container made under it if it has any (the usual
+    empty cgroup goes with one call: no stat or listing of each hierarchy first)."""
+    for i in range(501):
         try:
             posix.rmdir(path)
             return
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return
         except OSError:
-            time.sleep(0.002 if i < 50 else 0.01)
+            if i == 0:
+                for entry in posix.scandir(path):
+                    if entry.is_dir(follow_symlinks=False):
+                        _rmdir_tree(entry.path)
+            else:
+                time.sleep(0.002 if i < 50 else 0.01)
     raise PyruncError(f"cgroup {path} still busy")
 
 

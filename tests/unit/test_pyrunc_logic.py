@@ -357,3 +357,27 @@ def test_fs_makedirs(tmp_path: Path) -> None:
         fs.makedirs(str(tmp_path / "f"))
     with pytest.raises(NotADirectoryError):
         fs.makedirs(str(tmp_path / "f" / "x" / "y"))
+
+
+def test_cgroup_remove_takes_sub_cgroups_first_and_ignores_what_is_gone(tmp_path: Path) -> None:
+    """remove rmdirs each hierarchy's directory, after the cgroups the container made under it;
+    one already gone (or never made) is no error. A plain directory stands in for cgroupfs,
+    whose directories are empty of files as far as rmdir is concerned."""
+    plain, nested = tmp_path / "memory" / "c1", tmp_path / "pids" / "c1"
+    plain.mkdir(parents=True)
+    (nested / "sub" / "deeper").mkdir(parents=True)
+    (nested / "other").mkdir()
+    cgroups.remove({"mode": "v1", "paths": {"memory": str(plain), "pids": str(nested),
+                                            "cpu": str(tmp_path / "cpu" / "c1")}})
+    assert not plain.exists() and not nested.exists()
+    assert (tmp_path / "memory").is_dir() and (tmp_path / "pids").is_dir()
+
+
+def test_cgroup_remove_reports_a_cgroup_that_stays_busy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    busy = tmp_path / "memory" / "c1"
+    busy.mkdir(parents=True)
+    (busy / "tasks").write_text("")  # a file keeps a plain directory from going: rmdir fails each time
+    monkeypatch.setattr(cgroups.time, "sleep", lambda s: None)
+    with pytest.raises(PyruncError, match=f"cgroup {busy} still busy"):
+        cgroups.remove({"mode": "v1", "paths": {"memory": str(busy)}})
+    assert busy.is_dir()
