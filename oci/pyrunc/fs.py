@@ -104,6 +104,8 @@ def realpath(path: str) -> str:
         return abspath(path)
     try:
         return posix.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # no /proc: the path as given, made absolute
+        return abspath(path)
     finally:
         posix.close(fd)
 

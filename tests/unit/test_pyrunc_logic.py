@@ -335,6 +335,17 @@ def test_fs_realpath_resolves_as_the_kernel_does(tmp_path: Path, monkeypatch: py
     assert fs.realpath("missing/x") == str(tmp_path / "missing" / "x")
 
 
+def test_fs_realpath_without_proc_is_the_absolute_path(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_proc(path: str) -> str:
+        raise FileNotFoundError(2, "No such file or directory", path)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fs.posix, "readlink", no_proc)
+    assert fs.realpath("a/../b") == str(tmp_path / "b")
+    assert fs.realpath(".") == str(tmp_path)
+
+
 def test_fs_ismount(tmp_path: Path) -> None:
     (tmp_path / "l").symlink_to("/proc")
     for p in ("/", "/proc", str(tmp_path), str(tmp_path / "l"), str(tmp_path / "missing")):
@@ -373,7 +384,8 @@ def test_cgroup_remove_takes_sub_cgroups_first_and_ignores_what_is_gone(tmp_path
     assert (tmp_path / "memory").is_dir() and (tmp_path / "pids").is_dir()
 
 
-def test_cgroup_remove_reports_a_cgroup_that_stays_busy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cgroup_remove_reports_a_cgroup_that_stays_busy(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     busy = tmp_path / "memory" / "c1"
     busy.mkdir(parents=True)
     (busy / "tasks").write_text("")  # a file keeps a plain directory from going: rmdir fails each time
