@@ -122,17 +122,20 @@ def test_no_command_imports_json_re_or_enum(argv: list[str], tmp_path: Path) -> 
     assert heavy == []
 
 
-def test_no_pyrunc_module_imports_os() -> None:
+def test_no_pyrunc_module_imports_os_or_ctypes() -> None:
     """Everything create, exec and the init run is on posix: os would cost ~2 ms before create's
     fork and again in exec. Only what a terminal needs (console: socket imports os) and the
-    hooks (subprocess) bring it in, when a container has them."""
+    hooks (subprocess) bring it in, when a container has them. libc loaded, the ctypes package
+    (~4 ms more than _ctypes, which ffi.py is built on) is not there either."""
     modules = sorted(p.stem for p in (REPO / "oci" / "pyrunc").glob("*.py")
                      if p.stem not in ("__init__", "__main__", "console"))
     probe = ("import sys\n"
              f"sys.path.insert(0, {str(REPO)!r})\n"
              f"for m in {modules!r}: __import__('oci.pyrunc.' + m)\n"
              "import oci.atomic_file\n"
-             "costly = ('os', 'posixpath', '_collections_abc', 'subprocess')\n"
+             "from oci.pyrunc import syscalls\n"
+             "syscalls.load()\n"
+             "costly = ('os', 'posixpath', '_collections_abc', 'subprocess', 'ctypes')\n"
              "print(sorted(m for m in costly if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True,
                          timeout=30)
