@@ -1,5 +1,6 @@
-"""`create`: check the bundle, reserve the state directory, make the cgroups, fork the set-up
-child (init.stage1) and wait until the init is ready and recorded."""
+"""`create`: check the bundle, reserve the state directory, fork the init (init.stage0) or, where
+the container needs one, a set-up child that forks it (init.stage1), make the cgroups, and wait
+until the init is ready and recorded."""
 
 import posix
 import time
@@ -140,19 +141,24 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
                "new_cgroupns": any(n.get("type") == "cgroup" and not n.get("path")
                                    for n in linux.get("namespaces") or [])}
         parent, kid = pair()
-        # fork first: the child imports its modules on the other core while we set up cgroups
-        child = posix.fork()
-        if child == 0:
-            run_child(kid, lambda: _stage1(parent, cfg, ctx, kid))
+        # fork first: the init (or the set-up child) imports its modules on the other core while
+        # we set up cgroups
+        init_pid = _fork_init_directly(parent, kid, cfg, ctx, made)
+        if not init_pid:
+            child = posix.fork()
+            if child == 0:
+                run_child(kid, lambda: _stage1(parent, cfg, ctx, kid))
         kid.close()
-        parent.watch(child)
-        made = cgroups.create(cg)
+        parent.watch(init_pid or child)
+        born_in = cgroups.v2_path(cg) if init_pid else None  # made already
+        made += cgroups.create({"mode": cg["mode"],
+                                "paths": {k: p for k, p in cg["paths"].items() if p != born_in}})
         from .devices import cgroup_rules
         res = dict(linux.get("resources") or {})
         res["devices"] = cgroup_rules(res.get("devices") or [], linux.get("devices") or [])
-        # pids.max waits until the child has gone: until then a v1 pids cgroup holds it beside
-        # the init, and a limit of 1 would refuse the init's fork
-        pids = res.pop("pids", None)
+        # with a set-up child, pids.max waits until it has gone: until then a v1 pids cgroup
+        # holds it beside the init, and a limit of 1 would refuse the init's fork
+        pids = res.pop("pids", None) if child else None
         cgroups.apply(cg, res)
         # made while the child loads its modules: it opens the fifo only once told OK
         posix.mkfifo(fifo, 0o622)
@@ -160,6 +166,21 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
         parent.tell("OK")  # the child may join them now
         hooks = cfg.get("hooks") or {}
         rec: dict[str, Any] = {}
+
+        def record() -> None:
+            """Written while the init builds its root filesystem (the state directory goes, with
+            it, if the init never gets ready)."""
+            nonlocal rec, pid_file_written
+            rec = {"id": cid, "pid": init_pid, "pid_start": st_mod.proc_start_time(init_pid),
+                   "bundle": bundle, "rootfs": rootfs, "created": _now(),
+                   "annotations": cfg.get("annotations") or {}, "cgroups": cg, "config": cfg}
+            st_mod.save(root, rec)
+            if pid_file:  # for our caller, who reads it only once we have succeeded
+                st_mod.write_pid_file(pid_file, init_pid)
+                pid_file_written = True
+
+        if init_pid:
+            record()
         while True:
             msg = parent.recv()
             if msg is None:
@@ -179,15 +200,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
                 if pids:
                     cgroups.apply(cg, {"pids": pids})
                 parent.tell("OK")
-                # written while the init builds its root filesystem (the state directory goes,
-                # with it, if the init never gets ready)
-                rec = {"id": cid, "pid": init_pid, "pid_start": st_mod.proc_start_time(init_pid),
-                       "bundle": bundle, "rootfs": rootfs, "created": _now(),
-                       "annotations": cfg.get("annotations") or {}, "cgroups": cg, "config": cfg}
-                st_mod.save(root, rec)
-                if pid_file:  # for our caller, who reads it only once we have succeeded
-                    st_mod.write_pid_file(pid_file, init_pid)
-                    pid_file_written = True
+                record()
             elif msg == "HOOKS":
                 from .hooks import run as run_hooks
                 s = _hook_state(cid, init_pid, bundle, cfg, "created")
@@ -240,6 +253,36 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
         if child_err is not None:
             raise PyruncError(child_err) from None
         raise
+
+
+def _fork_init_directly(parent: "Channel", kid: "Channel", cfg: "dict[str, Any]", ctx: "dict[str, Any]",
+                        made: list[str]) -> int:
+    """Fork the init with clone3, born in its cgroup2 directory (made first, and added to
+    `made`) and its new namespaces, when nothing needs the set-up process between
+    (init.direct_flags): its pid. 0 when the set-up process is needed, or the kernel has no
+    clone3 with CLONE_INTO_CGROUP (it refuses before making anything)."""
+    from . import cgroups, init
+    from . import syscalls as sc
+    cg = ctx["cgroups"]
+    flags = init.direct_flags(cfg, cg)
+    if flags is None:
+        return 0
+    v2 = cgroups.v2_path(cg)
+    assert v2 is not None
+    made += cgroups.create({"mode": cg["mode"], "paths": {k: p for k, p in cg["paths"].items() if p == v2}})
+    fd = posix.open(v2, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
+    try:
+        pid = sc.clone_into_cgroup(fd, flags)
+    except OSError as e:
+        if e.errno not in sc.CLONE_INTO_CGROUP_UNSUPPORTED:
+            raise PyruncError(f"forking the init into cgroup {v2}: {e.strerror}") from None
+        return 0
+    finally:
+        posix.close(fd)
+    if pid == 0:
+        parent.close()
+        run_child(kid, lambda: init.stage0(cfg, ctx, kid), prefix="pyrunc init")
+    return pid
 
 
 def _stage1(parent: "Channel", cfg: "dict[str, Any]", ctx: "dict[str, Any]", kid: "Channel") -> None:

@@ -1,7 +1,6 @@
 """`pyrunc exec`: a new process inside a running container's namespaces and cgroups."""
 
 import _signal as signal  # not `signal`: its IntEnum set-up imports enum, milliseconds per exec
-import errno
 import posix
 
 from . import fs
@@ -186,7 +185,7 @@ def _fork_into(v2: str, v2_fd: int) -> int:
         try:
             return sc.clone_into_cgroup(v2_fd)
         except OSError as e:
-            if e.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
+            if e.errno not in sc.CLONE_INTO_CGROUP_UNSUPPORTED:
                 raise PyruncError(f"exec: forking into cgroup {v2}: {e.strerror}") from None
         try:
             fd = posix.open("cgroup.procs", posix.O_WRONLY | posix.O_CLOEXEC, dir_fd=v2_fd)

@@ -156,13 +156,16 @@ def move_mount_fd(tree_fd: int, target: str) -> None:
 
 _SYS_CLONE3 = 435  # the unified syscall table
 CLONE_INTO_CGROUP = 0x200000000
+# what a kernel without clone3 (ENOSYS, Linux < 5.3), with a smaller struct clone_args (E2BIG)
+# or without CLONE_INTO_CGROUP (EINVAL, Linux < 5.7) answers, before it has made anything
+CLONE_INTO_CGROUP_UNSUPPORTED = (38, 7, 22)
 _SIGCHLD = 17
 
 
-def clone_into_cgroup(cgroup_fd: int) -> int:
+def clone_into_cgroup(cgroup_fd: int, flags: int = 0) -> int:
     """fork(2) through clone3 with CLONE_INTO_CGROUP (Linux 5.7): the child is born in the cgroup2
-    directory open at cgroup_fd, without a migration. Returns 0 in the child, its pid in the
-    parent.
+    directory open at cgroup_fd, without a migration, and in the new namespaces `flags` asks
+    for (CLONE_NEWPID and the like). Returns 0 in the child, its pid in the parent.
 
     The child runs on without glibc's or CPython's after-fork handlers, so only a single-threaded
     caller may use it (nothing else can hold a lock the child would inherit), and the child must
@@ -172,7 +175,7 @@ def clone_into_cgroup(cgroup_fd: int) -> int:
     libc = load()
     # struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
     # tls, set_tid, set_tid_size, cgroup
-    args = (ffi.c_uint64 * 11)(CLONE_INTO_CGROUP, 0, 0, 0, _SIGCHLD, 0, 0, 0, 0, 0, cgroup_fd)
+    args = (ffi.c_uint64 * 11)(CLONE_INTO_CGROUP | flags, 0, 0, 0, _SIGCHLD, 0, 0, 0, 0, 0, cgroup_fd)
     return _check(libc.syscall(_SYS_CLONE3, args, ffi.c_size_t(ffi.sizeof(args))),
                   "clone3(CLONE_INTO_CGROUP)")
 

@@ -6,8 +6,9 @@ import os
 
 import pytest
 
+from oci.builder import SpecBuilder
 from oci.errors import OCIRuntimeError
-from tests.conformance.conftest import Harness
+from tests.conformance.conftest import Exit, Harness
 
 pytestmark = pytest.mark.root
 
@@ -156,6 +157,20 @@ def test_idmapped_mount_needs_a_user_namespace(h: Harness) -> None:
         h.run(b)
 
 
+def _run_in_its_own_cgroups(h: Harness, b: SpecBuilder) -> Exit:
+    """Create the container, check that its init is in its own cgroups in every hierarchy,
+    start it and return how it ended (successfully)."""
+    c = h.create(b)
+    assert c.pid
+    with open(f"/proc/{c.pid}/cgroup") as f:
+        lines = f.read().splitlines()
+    assert lines and all(line.split(":", 2)[2] == c.cgroups_path for line in lines), lines
+    h.rt.start(c.id)
+    result = h.wait(c)
+    assert result.code == 0, result
+    return result
+
+
 def test_join_another_containers_cgroup_namespace(h: Harness) -> None:
     """A container joining a cgroup namespace rooted elsewhere (another container's) still ends
     up in its own cgroups: pyrunc's set-up process cannot clone3 into a cgroup outside the
@@ -163,13 +178,21 @@ def test_join_another_containers_cgroup_namespace(h: Harness) -> None:
     first = h.start(h.spec("sleep", "100").namespace("cgroup"))
     assert first.pid
     b = h.spec("sh", "-c", "cat /proc/self/cgroup").namespace("cgroup", f"/proc/{first.pid}/ns/cgroup")
-    second = h.create(b)
-    assert second.pid
-    with open(f"/proc/{second.pid}/cgroup") as f:
-        lines = f.read().splitlines()
-    assert lines and all(line.split(":", 2)[2] == second.cgroups_path for line in lines), lines
-    h.rt.start(second.id)
-    result = h.wait(second)
-    assert result.code == 0, result
+    result = _run_in_its_own_cgroups(h, b)
     # seen from the first container's namespace, the second one's cgroups lie outside its root
     assert all("/.." in line for line in result.stdout.splitlines()), result
+
+
+def test_join_another_containers_pid_namespace(h: Harness) -> None:
+    """A pod's shared process namespace: the second container's process lives in the first
+    one's pid namespace (not as its pid 1) and in its own cgroups. pyrunc enters a pid namespace
+    given by path in its set-up process, before forking the init, which then sees the first
+    container's processes."""
+    first = h.start(h.spec("sleep", "100"))
+    assert first.pid
+    b = h.spec("sh", "-c", "readlink /proc/self/ns/pid; echo $$; cat /proc/1/cmdline | tr '\\0' ' '")
+    b.namespace("pid", f"/proc/{first.pid}/ns/pid")
+    result = _run_in_its_own_cgroups(h, b)
+    ns, pid, pid1 = result.stdout.split("\n", 2)
+    assert ns == os.readlink(f"/proc/{first.pid}/ns/pid"), result
+    assert int(pid) != 1 and pid1.strip() == "sleep 100", result

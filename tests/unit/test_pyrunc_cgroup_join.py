@@ -1,6 +1,8 @@
-"""How pyrunc create puts the init in its cgroups without a cgroup.procs migration: the set-up
-process writes 0 to each v1 `tasks` file, and the init is forked into the cgroup2 directory with
-clone3 unless that cannot work (a user namespace, an old kernel); then the parent moves it."""
+"""How pyrunc create puts the init in its cgroups without a cgroup.procs migration: create forks
+the init itself into the cgroup2 directory and its new namespaces with clone3 and the init writes
+0 to each v1 `tasks` file; where a set-up process must come first (a user namespace, joined pid
+or mount namespaces...), that process does the same for the init it forks, unless that cannot
+work (a user namespace, an old kernel); then the parent moves it."""
 
 from __future__ import annotations
 
@@ -120,3 +122,46 @@ def test_a_refusal_by_the_cgroup_is_an_error_naming_it(tmp_path: Path, forks: li
         init._fork_init(cg, joined_elsewhere=False)
     assert forks == []
 
+
+
+NEW = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")]
+V2 = {"mode": "v2", "paths": {"": "/sys/fs/cgroup/pod/ctr"}}
+
+
+def _cfg(namespaces: list[dict], mounts: list[dict] | None = None) -> dict:
+    return {"linux": {"namespaces": namespaces}, "mounts": mounts or []}
+
+
+def test_create_forks_the_init_itself_into_its_new_namespaces(tmp_path: Path) -> None:
+    """No set-up process between create and the init: clone3 makes the new namespaces."""
+    want = sc.CLONE_NEWPID | sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS | sc.CLONE_NEWNS
+    assert init.direct_flags(_cfg(NEW), V2) == want
+    assert init.direct_flags(_cfg(NEW), _hybrid(tmp_path)) == want
+    # a new cgroup namespace is the init's own step once in its cgroups; joined net, ipc and
+    # uts namespaces (a pod's) it enters itself: none is a clone flag
+    pod = [{"type": "network", "path": "/proc/1/ns/net"}, {"type": "ipc", "path": "/proc/1/ns/ipc"},
+           {"type": "uts", "path": "/proc/1/ns/uts"}]
+    namespaces = [{"type": "pid"}, {"type": "mount"}, {"type": "cgroup"}, *pod]
+    assert init.direct_flags(_cfg(namespaces), V2) == sc.CLONE_NEWPID | sc.CLONE_NEWNS
+    assert init.direct_flags(_cfg([{"type": "mount"}]), V2) == sc.CLONE_NEWNS  # the host's pid namespace
+
+
+@pytest.mark.parametrize("namespaces, mounts", [
+    (NEW + [{"type": "user"}], None),
+    ([n for n in NEW if n["type"] != "pid"] + [{"type": "pid", "path": "/proc/1/ns/pid"}], None),
+    ([n for n in NEW if n["type"] != "mount"] + [{"type": "mount", "path": "/proc/1/ns/mnt"}], None),
+    (NEW + [{"type": "user", "path": "/proc/1/ns/user"}], None),
+    (NEW + [{"type": "cgroup", "path": "/proc/1/ns/cgroup"}], None),
+    (NEW + [{"type": "time"}], None),
+    (NEW, [{"destination": "/v", "source": "/x", "options": ["bind", "idmap"]}]),
+], ids=["user", "joined-pid", "joined-mount", "joined-user", "joined-cgroup", "time", "idmapped-mount"])
+def test_what_needs_the_set_up_process(namespaces: list[dict], mounts: list[dict] | None) -> None:
+    """A user namespace (entered, with id maps written by the parent, before the init is
+    forked), time offsets (set for the children of whoever unshares), a pid, mount or cgroup
+    namespace joined by path, idmapped mounts (made from the host's mount namespace)."""
+    assert init.direct_flags(_cfg(namespaces, mounts), V2) is None
+
+
+def test_no_cgroup2_tree_needs_the_set_up_process() -> None:
+    pure_v1 = {"mode": "v1", "paths": {"memory": "/sys/fs/cgroup/memory/x"}}
+    assert init.direct_flags(_cfg(NEW), pure_v1) is None
