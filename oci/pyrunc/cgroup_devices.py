@@ -137,11 +137,11 @@ def _load(program: bytes) -> int:
         return attempt(0)
     except OSError as e:
         if e.errno == 1:  # kernels before 5.11 charge programs to RLIMIT_MEMLOCK
-            import resource
+            from .process import RLIMITS
             try:
-                resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY,) * 2)
+                sc.setrlimit(RLIMITS["RLIMIT_MEMLOCK"], sc.RLIM_INFINITY, sc.RLIM_INFINITY)
                 return attempt(0)
-            except (OSError, ValueError):
+            except OSError:
                 pass
         try:
             return attempt(1)

@@ -132,9 +132,9 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None, console_socke
         cg = cgroups.resolve(linux.get("cgroupsPath") or "", cid)
         fifo = fs.join(d, st_mod.FIFO)
         # No process of ours is migrated with a write to cgroup.procs: that takes a global lock
-        # that waits for an RCU grace period, 8-20 ms on every create here. The set-up child moves
-        # itself into the v1 hierarchies (cgroups.join_self_v1) and forks the init straight into
-        # the cgroup2 one (syscalls.clone_into_cgroup), so the init is born in all its cgroups.
+        # that waits for an RCU grace period, 8-20 ms on every create here. The init is forked
+        # straight into the cgroup2 directory (init.clone_init) and moves itself into the v1
+        # hierarchies (cgroups.join_self_v1), or a set-up process does both before forking it.
         ctx = {"id": cid, "bundle": bundle, "rootfs": rootfs, "cgroups": cg, "fifo": fifo,
                "console_socket": console_socket and fs.abspath(console_socket), "no_pivot": no_pivot,
                "annotations": cfg.get("annotations") or {},
@@ -262,7 +262,6 @@ def _fork_init_directly(parent: "Channel", kid: "Channel", cfg: "dict[str, Any]"
     (init.direct_flags): its pid. 0 when the set-up process is needed, or the kernel has no
     clone3 with CLONE_INTO_CGROUP (it refuses before making anything)."""
     from . import cgroups, init
-    from . import syscalls as sc
     cg = ctx["cgroups"]
     flags = init.direct_flags(cfg, cg)
     if flags is None:
@@ -270,15 +269,9 @@ def _fork_init_directly(parent: "Channel", kid: "Channel", cfg: "dict[str, Any]"
     v2 = cgroups.v2_path(cg)
     assert v2 is not None
     made += cgroups.create({"mode": cg["mode"], "paths": {k: p for k, p in cg["paths"].items() if p == v2}})
-    fd = posix.open(v2, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
-    try:
-        pid = sc.clone_into_cgroup(fd, flags)
-    except OSError as e:
-        if e.errno not in sc.CLONE_INTO_CGROUP_UNSUPPORTED:
-            raise PyruncError(f"forking the init into cgroup {v2}: {e.strerror}") from None
+    pid = init.clone_init(v2, flags)
+    if pid is None:
         return 0
-    finally:
-        posix.close(fd)
     if pid == 0:
         parent.close()
         run_child(kid, lambda: init.stage0(cfg, ctx, kid), prefix="pyrunc init")

@@ -165,13 +165,22 @@ def _fork_init(cg: "dict[str, Any]", joined_elsewhere: bool) -> tuple[int, bool]
         return posix.fork(), True
     if joined_elsewhere:
         return posix.fork(), False
+    pid = clone_init(v2)
+    return (posix.fork(), False) if pid is None else (pid, True)
+
+
+def clone_init(v2: str, flags: int = 0) -> int | None:
+    """clone3 into the cgroup2 directory v2, in the new namespaces `flags` asks for: the pid (0
+    in the child). None when the kernel refuses CLONE_INTO_CGROUP before making anything
+    (syscalls.CLONE_INTO_CGROUP_UNSUPPORTED): the caller forks some other way. Any other
+    refusal is an error naming the cgroup. The caller is single-threaded, as clone3 needs."""
     fd = posix.open(v2, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
     try:
-        return sc.clone_into_cgroup(fd), True
+        return sc.clone_into_cgroup(fd, flags)
     except OSError as e:
         if e.errno not in sc.CLONE_INTO_CGROUP_UNSUPPORTED:
             raise PyruncError(f"forking the init into cgroup {v2}: {e.strerror}") from None
-        return posix.fork(), False
+        return None
     finally:
         posix.close(fd)
 

@@ -2,9 +2,11 @@
 
 Child -> parent: ERR <msg>, USERNS, PID <n> placed|moved-by-parent (create: whether the init
 was forked into its cgroup2 directory or the parent must move it), HOOKS, READY. Parent ->
-child: OK (create's first: the cgroups exist with their limits, the child may join them; after
-USERNS: maps written; after PID: the init is in all its cgroups under all their limits; after
-HOOKS: "OK <host pid>"; after READY: state recorded).
+child: OK (create's first: the cgroups exist with their limits and the fifo is there, the child
+may join them; after USERNS: maps written; after PID: the init is in all its cgroups under all
+their limits; after HOOKS: "OK <host pid>"; after READY: state recorded). An init that create
+forks itself (init.stage0) has no set-up process before it: it sends neither USERNS nor PID,
+and create's first OK is the only one before HOOKS.
 
 The parent must never wait on a child that can no longer answer. End of file alone is not
 enough: it only comes once every copy of the write end is closed, and a copy that leaked into

@@ -185,7 +185,8 @@ RLIM_INFINITY = 2**64 - 1
 
 def setrlimit(resource: int, soft: int, hard: int) -> None:
     """setrlimit(2), as prlimit on ourselves: the `resource` module costs about 0.5 ms to load
-    in the set-up child every create waits for, and libc is loaded there anyway."""
+    in the process that builds the container, which every create waits for, and libc is loaded
+    there anyway."""
     from . import ffi
     limits = (ffi.c_uint64 * 2)(soft, hard)  # struct rlimit: rlim_cur, rlim_max
     _check(load().prlimit(0, resource, limits, None), "setrlimit")

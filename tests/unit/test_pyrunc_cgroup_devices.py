@@ -112,3 +112,23 @@ def test_nothing_unreachable_after_an_unconditional_rule() -> None:
 def test_bad_access_letter() -> None:
     with pytest.raises(PyruncError, match="unknown access 'x'"):
         compile_rules([rule(True, "c", 1, 3, "rx")])
+
+
+def test_a_kernel_charging_programs_to_memlock_gets_its_limit_lifted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before 5.11 a program load is refused (EPERM) under a small RLIMIT_MEMLOCK: the limit is
+    raised to infinity (prlimit through libc, not the resource module) and the load tried again."""
+    from oci.pyrunc import cgroup_devices
+    from oci.pyrunc import syscalls as sc
+    loads: list[int] = []
+    limits: list[tuple[int, int, int]] = []
+
+    def bpf(cmd: int, attr: object) -> int:
+        loads.append(cmd)
+        if len(loads) == 1:
+            raise OSError(1, "Operation not permitted")
+        return 7
+
+    monkeypatch.setattr(sc, "bpf", bpf)
+    monkeypatch.setattr(sc, "setrlimit", lambda res, soft, hard: limits.append((res, soft, hard)))
+    assert cgroup_devices._load(compile_rules(cgroup_rules([], []))) == 7
+    assert limits == [(8, sc.RLIM_INFINITY, sc.RLIM_INFINITY)] and len(loads) == 2

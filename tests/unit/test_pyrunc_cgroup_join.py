@@ -77,7 +77,7 @@ def test_init_is_cloned_into_the_cgroup2_directory(tmp_path: Path, forks: list[s
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
 
-    def clone(fd: int) -> int:
+    def clone(fd: int, flags: int = 0) -> int:
         seen.append(Path(f"/proc/self/fd/{fd}").resolve().as_posix())
         return 4343
 
@@ -97,14 +97,14 @@ def test_a_user_or_joined_cgroup_namespace_never_tries_clone3(tmp_path: Path, fo
     """A user namespace's root may not write to the host's cgroups, a joined cgroup namespace may
     hide the cgroup (nsdelegate), and a clone3 refused after the pid was taken would leave the new
     pid namespace without a pid 1 for good: fork, and the parent moves the init."""
-    monkeypatch.setattr(sc, "clone_into_cgroup", lambda fd: pytest.fail("clone3 tried"))
+    monkeypatch.setattr(sc, "clone_into_cgroup", lambda fd, flags=0: pytest.fail("clone3 tried"))
     assert init._fork_init(_hybrid(tmp_path), joined_elsewhere=True) == (4242, False)
 
 
 @pytest.mark.parametrize("err", [errno.ENOSYS, errno.E2BIG, errno.EINVAL])
 def test_kernels_without_clone_into_cgroup_fall_back(tmp_path: Path, forks: list[str], err: int,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(fd: int) -> int:
+    def refuse(fd: int, flags: int = 0) -> int:
         raise OSError(err, "clone3")
 
     monkeypatch.setattr(sc, "clone_into_cgroup", refuse)
@@ -113,7 +113,7 @@ def test_kernels_without_clone_into_cgroup_fall_back(tmp_path: Path, forks: list
 
 def test_a_refusal_by_the_cgroup_is_an_error_naming_it(tmp_path: Path, forks: list[str],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(fd: int) -> int:
+    def refuse(fd: int, flags: int = 0) -> int:
         raise OSError(errno.EAGAIN, "clone3")
 
     monkeypatch.setattr(sc, "clone_into_cgroup", refuse)
