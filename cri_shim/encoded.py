@@ -1,4 +1,5 @@
-"""Answers already in wire form: the List calls join the cached encoding of each item's view.
+"""Answers already in wire form: the List calls join the cached encoding of each item's view,
+the Status calls send their object's encoded view with what changes per call.
 
 A ListContainers of 1,000 containers built 1,000 message copies and serialized them again on
 every call (the kubelet relists every second); each container's entry of the repeated field
@@ -20,10 +21,19 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
+def entry(number: int, body: bytes) -> bytes:
+    """`body`, an encoded message, as field `number` (one entry if the field is repeated)."""
+    return varint(number << 3 | 2) + varint(len(body)) + body
+
+
 def field_entry(number: int, message: Any) -> bytes:
     """`message` as one entry of a length-delimited field `number` (a repeated message field)."""
-    body = message.SerializeToString()
-    return varint(number << 3 | 2) + varint(len(body)) + body
+    return entry(number, message.SerializeToString())
+
+
+def int_field(number: int, value: int) -> bytes:
+    """A non-negative integer field (int32, int64, uint64: varint wire type)."""
+    return varint(number << 3) + varint(value)
 
 
 class Encoded:

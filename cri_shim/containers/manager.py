@@ -30,7 +30,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,8 +84,8 @@ class Container:
     _config: tuple[bytes, pb.ContainerConfig] | None = field(default=None, repr=False, compare=False)
     # The List view, kept while the metadata and the state it was built from hold (views).
     view: tuple[object, str, pb.Container, bytes] | None = field(default=None, repr=False, compare=False)
-    # The Status view and the metadata and state it was built from (views.container_status).
-    status_view: tuple[object, tuple[object, ...], pb.ContainerStatus] | None = field(
+    # The Status view, its encoding, and the metadata and state they were built from (views).
+    status_view: tuple[object, tuple[object, ...], pb.ContainerStatus, bytes] | None = field(
         default=None, repr=False, compare=False)
     # The bundle's config.json as written (the verbose status shows it; ~6 KB).
     spec_json: str | None = field(default=None, repr=False, compare=False)
@@ -436,10 +436,18 @@ class ContainerManager:
                 done = True
         if not done:
             await conmon_cgroup.remove(Path(meta.bundle))  # before the bundle: its record lives there
-        await asyncio.to_thread(self.trash.remove, Path(meta.bundle))
+        await asyncio.to_thread(self._discard_bundle, meta)
         self.trash.empty_soon()
-        with contextlib.suppress(FileNotFoundError):
-            (self.exit_dir / meta.id).unlink()
+
+    def _discard_bundle(self, meta: ContainerMeta) -> None:
+        """Blocking: the bundle and conmon's exit file moved into the trash. A rename, not an
+        unlink, for the exit file too: freeing its block is a device command where the file
+        system discards freed blocks at once (0.7 ms on the test machine's disk)."""
+        self.trash.remove(Path(meta.bundle))
+        exit_file = self.exit_dir / meta.id
+        if not self.trash.discard(exit_file):
+            with contextlib.suppress(FileNotFoundError):
+                exit_file.unlink()
 
     async def start_container(self, container_id: str) -> None:
         c = self.get(container_id)
@@ -460,7 +468,9 @@ class ContainerManager:
             c.status.state = RUNNING
             c.status.started_at = started
             # On disk before the reply: a crash right after must not bring it back as CREATED.
-            await asyncio.wrap_future(self._persist(c))
+            written = self._persist(c)
+            views.status_body(c)  # the kubelet asks next; built while the record is written
+            await asyncio.wrap_future(written)
         self.publish(c.meta.id, pb.CONTAINER_STARTED_EVENT, c.meta.pod_id)
 
     async def stop_container(self, container_id: str, timeout: int) -> None:
@@ -558,15 +568,32 @@ class ContainerManager:
 
     def status(self, container_id: str, verbose: bool = False) -> tuple[pb.ContainerStatus, dict[str, str]]:
         c = self.get(container_id)
-        if self._exit_watch.watching:
-            # An exit recorded before this call is reported by it, without reading its file
-            # on every call: the exit events queued so far are handled first.
-            self._exit_watch.catch_up()
-            if c.exit_seen.is_set():
-                self._check_exit(c)
-        else:
-            self._check_exit(c)
+        self._report_exits((c,))
         return views.container_status(c, verbose)
+
+    def status_body(self, container_id: str) -> bytes:
+        """The (not verbose) status, encoded (cri_shim.encoded)."""
+        c = self.get(container_id)
+        self._report_exits((c,))
+        return views.status_body(c)
+
+    def pod_status_bodies(self, pod_id: str) -> list[bytes]:
+        """The encoded status of each of the pod's containers (PodSandboxStatus)."""
+        cs = self.pod_containers(pod_id)
+        self._report_exits(cs)
+        return [views.status_body(c) for c in cs]
+
+    def _report_exits(self, cs: Iterable[Container]) -> None:
+        """An exit recorded before this call is reported by it, without reading each exit file
+        on every call: the exit events queued so far are handled first."""
+        if self._exit_watch.watching:
+            self._exit_watch.catch_up()
+            for c in cs:
+                if c.exit_seen.is_set():
+                    self._check_exit(c)
+        else:
+            for c in cs:
+                self._check_exit(c)
 
     # --- exec and resources -------------------------------------------------------------
 

@@ -48,7 +48,7 @@ class Sandbox:
     # The List view, kept while the metadata and the state it was built from hold (views).
     view: tuple[object, str, pb.PodSandbox, bytes] | None = field(default=None, repr=False, compare=False)
     # The Status view, and the metadata and (state, addresses) it was built from (views).
-    status_view: tuple[object, tuple[object, ...], pb.PodSandboxStatus] | None = field(
+    status_view: tuple[object, tuple[object, ...], pb.PodSandboxStatus, bytes] | None = field(
         default=None, repr=False, compare=False)
 
     @property
@@ -401,6 +401,11 @@ class SandboxManager:
 
     def status(self, sandbox_id: str, verbose: bool = False) -> tuple[pb.PodSandboxStatus, dict[str, str]]:
         return views.sandbox_status(self.get(sandbox_id), verbose)
+
+    def status_body(self, sandbox_id: str) -> tuple[str, bytes]:
+        """The pod's full id and its (not verbose) status, encoded (cri_shim.encoded)."""
+        sb = self.get(sandbox_id)
+        return sb.meta.id, views.status_body(sb)
 
     def list(self, f: pb.PodSandboxFilter | None) -> list[pb.PodSandbox]:
         return [views.sandbox_pb(sb) for sb in self.sandboxes.values() if views.matches(sb, f)]

@@ -24,13 +24,6 @@ STATE_TO_PB = {CREATING: pb.SANDBOX_NOTREADY, READY: pb.SANDBOX_READY, NOTREADY:
 def sandbox_status(sb: Sandbox, verbose: bool) -> tuple[pb.PodSandboxStatus, dict[str, str]]:
     """The Status view (read-only: callers copy it), built once per state and addresses; the
     kubelet asks for it again and again while nothing changes."""
-    key = (sb.status.state, tuple(sb.status.ips))
-    v = sb.status_view
-    if v is not None and v[0] is sb.meta and v[1] == key:
-        st = v[2]
-    else:
-        st = _build_status(sb)
-        sb.status_view = (sb.meta, key, st)
     info: dict[str, str] = {}
     if verbose:
         result = None
@@ -43,7 +36,24 @@ def sandbox_status(sb: Sandbox, verbose: bool) -> tuple[pb.PodSandboxStatus, dic
             "infraCgroup": sb.meta.infra_cgroup, "dir": sb.meta.dir,
             "config": json.loads(_to_json(sb.config)),
         })
-    return st, info
+    return _status_view(sb)[2], info
+
+
+def status_body(sb: Sandbox) -> bytes:
+    """The Status view, encoded: built with it, once per state and addresses."""
+    return _status_view(sb)[3]
+
+
+def _status_view(sb: Sandbox) -> tuple[object, tuple[object, ...], pb.PodSandboxStatus, bytes]:
+    """(metadata, state and addresses, Status view, its encoding), rebuilt when either of the
+    first two changes."""
+    key = (sb.status.state, tuple(sb.status.ips))
+    v = sb.status_view
+    if v is not None and v[0] is sb.meta and v[1] == key:
+        return v
+    st = _build_status(sb)
+    sb.status_view = v = (sb.meta, key, st, st.SerializeToString())
+    return v
 
 
 def _build_status(sb: Sandbox) -> pb.PodSandboxStatus:

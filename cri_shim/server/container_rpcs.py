@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from cri_shim import validation
 from cri_shim.containers import checkpoint
 from cri_shim.criapi import api_pb2 as pb
-from cri_shim.encoded import Encoded
+from cri_shim.encoded import Encoded, entry
 from cri_shim.errors import InvalidArgument
 from cri_shim.server.list_batches import batches
 from cri_shim.stats import container as stats_container
@@ -19,6 +19,10 @@ from cri_shim.stats import metrics
 if TYPE_CHECKING:
     from cri_shim.containers.manager import ContainerManager
     from cri_shim.server.services import Services
+
+
+# ContainerStatusResponse.status, sent as the container's encoded Status view
+STATUS_FIELD = pb.ContainerStatusResponse.DESCRIPTOR.fields_by_name["status"].number
 
 
 class ContainerRPCs:
@@ -79,9 +83,12 @@ class ContainerRPCs:
 
     def ContainerStatus(
         self, request: pb.ContainerStatusRequest, context: object
-    ) -> pb.ContainerStatusResponse:
-        status, info = self._containers.status(request.container_id, request.verbose)
-        return pb.ContainerStatusResponse(status=status, info=info)
+    ) -> pb.ContainerStatusResponse | Encoded:
+        if request.verbose:
+            status, info = self._containers.status(request.container_id, True)
+            return pb.ContainerStatusResponse(status=status, info=info)
+        return Encoded(pb.ContainerStatusResponse,
+                       entry(STATUS_FIELD, self._containers.status_body(request.container_id)))
 
     async def ExecSync(self, request: pb.ExecSyncRequest, context: object) -> pb.ExecSyncResponse:
         validation.exec_sync(request)

@@ -153,6 +153,7 @@ class Connection(asyncio.Protocol):
         self._window_waiters: list[asyncio.Future[None]] = []
         self._goaway_sent = False
         self._batch: list[bytes] | None = None  # frames to write once data_received is done
+        self._after: list[tuple[Callable[..., None], tuple[Any, ...]]] = []  # then these calls
         self._peer_gone = False  # GOAWAY received
         self.closed = False
 
@@ -183,11 +184,27 @@ class Connection(asyncio.Protocol):
             self.close()
         finally:
             self._flush()
+        if self._after:
+            after, self._after = self._after, []
+            for fn, args in after:
+                try:
+                    fn(*args)
+                except Exception:  # noqa: BLE001 - bookkeeping must not break the connection
+                    log.exception("after answering on an HTTP/2 connection")
 
     def _flush(self) -> None:
         out, self._batch = self._batch, None
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
+
+    def after_write(self, fn: Callable[..., None], *args: Any) -> None:
+        """Call fn(*args) once what was sent so far is written: at once, or, while the frames
+        just read are answered, after their batch goes out (bookkeeping the client need not
+        wait for)."""
+        if self._batch is None:
+            fn(*args)
+        else:
+            self._after.append((fn, args))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

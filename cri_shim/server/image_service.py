@@ -9,67 +9,66 @@ from typing import TYPE_CHECKING
 
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.criapi import api_pb2_grpc
+from cri_shim.encoded import Encoded, entry
 from cri_shim.imaging import auth
+from cri_shim.imaging.views import ImageViews
 from cri_shim.server.list_batches import batches
 from cri_shim.server.unimplemented import fill_unimplemented
 
 if TYPE_CHECKING:
     from cri_shim.imaging.manager import ImageManager
-    from cri_shim.imaging.store import ImageRecord
     from cri_shim.server.services import Services
 
 
-def image_pb(rec: ImageRecord, in_volume: bool = False) -> pb.Image:
-    """An image as the CRI shows it; one mounted as an image volume is pinned (in use)."""
-    img = pb.Image(id=rec.id, repo_tags=rec.repo_tags, repo_digests=rec.repo_digests, size=rec.size,
-                   spec=pb.ImageSpec(image=rec.id), pinned=rec.pinned or in_volume)
-    user = str((rec.config.get("config") or {}).get("User") or "")
-    name = user.split(":")[0]
-    if name.isdigit():
-        img.uid.value = int(name)
-    elif name:
-        img.username = name
-    else:
-        img.uid.value = 0
-    return img
+# ListImagesResponse.images and ImageStatusResponse.image: where the encoded views go
+_IMAGES = pb.ListImagesResponse.DESCRIPTOR.fields_by_name["images"].number
+_IMAGE = pb.ImageStatusResponse.DESCRIPTOR.fields_by_name["image"].number
 
 
 class ImageService(api_pb2_grpc.ImageServiceServicer):
     def __init__(self, services: Services) -> None:
         self.services = services
+        self._views = ImageViews()
 
     @property
     def _images(self) -> ImageManager:
         return self.services.images
 
-    def _matches(self, img: pb.Image, f: pb.ImageFilter | None) -> bool:
-        if f is None or not f.image.image:
-            return True
-        rec = self._images.find(f.image.image)
-        return rec is not None and rec.id == img.id
-
-    def ListImages(self, request: pb.ListImagesRequest, context: object) -> pb.ListImagesResponse:
-        f = request.filter if request.HasField("filter") else None
+    def _listed(self, f: pb.ImageFilter | None) -> list[bytes]:
+        """The encoded views of the images ListImages and StreamImages answer with."""
+        images = self._images.images
+        recs = list(images.values())
+        if f is not None and f.image.image:
+            want = self._images.find(f.image.image)
+            recs = [r for r in recs if want is not None and r.id == want.id]
         vols = self._images.volume_images
-        imgs = [image_pb(r, r.id in vols) for r in list(self._images.images.values())]
-        return pb.ListImagesResponse(images=[i for i in imgs if self._matches(i, f)])
+        bodies = [self._views.body(r, r.id in vols) for r in recs]
+        if len(self._views) > len(images):  # some were removed
+            self._views.forget_except(images)
+        return bodies
+
+    def ListImages(self, request: pb.ListImagesRequest, context: object) -> Encoded:
+        f = request.filter if request.HasField("filter") else None
+        return Encoded(pb.ListImagesResponse, b"".join([entry(_IMAGES, b) for b in self._listed(f)]))
 
     async def StreamImages(
         self, request: pb.StreamImagesRequest, context: object
     ) -> AsyncIterator[pb.StreamImagesResponse]:
         f = request.filter if request.HasField("filter") else None
-        vols = self._images.volume_images
-        imgs = [image_pb(r, r.id in vols) for r in list(self._images.images.values())]
-        for batch in batches(i for i in imgs if self._matches(i, f)):
+        for batch in batches(pb.Image.FromString(b) for b in self._listed(f)):
             yield pb.StreamImagesResponse(images=batch)
 
-    def ImageStatus(self, request: pb.ImageStatusRequest, context: object) -> pb.ImageStatusResponse:
+    def ImageStatus(
+        self, request: pb.ImageStatusRequest, context: object
+    ) -> pb.ImageStatusResponse | Encoded:
         rec = self._images.find(request.image.image)
         if rec is None:
             return pb.ImageStatusResponse()  # CRI: a missing image is an empty answer
-        resp = pb.ImageStatusResponse(image=image_pb(rec, rec.id in self._images.volume_images))
-        if request.verbose:
-            resp.info["info"] = json.dumps({"imageSpec": rec.config, "chainIDs": rec.chain})
+        body = self._views.body(rec, rec.id in self._images.volume_images)
+        if not request.verbose:
+            return Encoded(pb.ImageStatusResponse, entry(_IMAGE, body))
+        resp = pb.ImageStatusResponse(image=pb.Image.FromString(body))
+        resp.info["info"] = json.dumps({"imageSpec": rec.config, "chainIDs": rec.chain})
         return resp
 
     async def PullImage(self, request: pb.PullImageRequest, context: object) -> pb.PullImageResponse:
@@ -83,10 +82,13 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
             raise
         rec = self._images.find(image_id)
         self.services.telemetry.observe_pull(time.monotonic() - start, rec.size if rec else 0)
+        if rec is not None:  # its view, for the ImageStatus that follows a pull
+            self._views.body(rec, rec.id in self._images.volume_images)
         return pb.PullImageResponse(image_ref=image_id)
 
     async def RemoveImage(self, request: pb.RemoveImageRequest, context: object) -> pb.RemoveImageResponse:
         await self._images.remove(request.image.image)
+        self._views.forget_except(self._images.images)
         return pb.RemoveImageResponse()
 
     async def ImageFsInfo(self, request: pb.ImageFsInfoRequest, context: object) -> pb.ImageFsInfoResponse:

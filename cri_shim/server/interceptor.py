@@ -90,18 +90,15 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
 
-def _log_done(method: str, start: float, exc: BaseException | None, code: grpc.StatusCode | None,
-              observe: RPCObserver) -> None:
+def _log_failure(method: str, start: float, exc: BaseException, code: grpc.StatusCode,
+                 observe: RPCObserver) -> None:
     seconds = time.monotonic() - start
-    observe(method, code.name if code else "OK", seconds)
+    observe(method, code.name, seconds)
     ms = seconds * 1000
-    if exc is None:
-        level = logging.DEBUG if method in POLLING else logging.INFO
-        log.log(level, "%s ok in %.1f ms", method, ms)
-    elif code == grpc.StatusCode.INTERNAL:
+    if code == grpc.StatusCode.INTERNAL:
         log.error("%s failed in %.1f ms: %s", method, ms, exc, exc_info=exc)
     else:
-        log.warning("%s -> %s in %.1f ms: %s", method, code.name if code else "?", ms, exc)
+        log.warning("%s -> %s in %.1f ms: %s", method, code.name, ms, exc)
 
 
 class RPCFailure(Exception):
@@ -115,50 +112,65 @@ class RPCFailure(Exception):
 
 def _failure(exc: Exception, method: str, start: float, observe: RPCObserver) -> RPCFailure:
     code, message = status_for(exc, method)
-    _log_done(method, start, exc, code, observe)
+    _log_failure(method, start, exc, code, observe)
     return RPCFailure(code, message)
 
 
 class _Answering:
-    """Around one call: its request's ids on the log lines inside, then "ok" logged and counted,
-    or what it raised logged, counted and turned into RPCFailure. A class, not a generator
-    context manager: every call enters one."""
+    """Around one call: its request's ids on the log lines inside, and what it raised logged,
+    counted and turned into RPCFailure. Success is logged and counted by `answered`, which the
+    server calls once the answer is written: the client does not wait for the bookkeeping. A
+    class, not a generator context manager: every call enters one."""
 
-    __slots__ = ("_method", "_observe", "_about", "_start")
+    __slots__ = ("_method", "_observe", "_about", "start", "seconds")
 
     def __init__(self, method: str, observe: RPCObserver, request: Any) -> None:
         self._method = method
         self._observe = observe
         self._about = logs.about(**logs.ids_of(request))
-        self._start = 0.0
+        self.start = 0.0
+        self.seconds = 0.0
 
     def __enter__(self) -> None:
-        self._start = time.monotonic()
+        self.start = time.monotonic()
         self._about.__enter__()
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         try:
             if exc is None:
-                _log_done(self._method, self._start, None, None, self._observe)
+                self.seconds = time.monotonic() - self.start
             elif isinstance(exc, Exception):  # the conversion point; cancellation passes through
-                raise _failure(exc, self._method, self._start, self._observe) from exc
+                raise _failure(exc, self._method, self.start, self._observe) from exc
         finally:
             self._about.__exit__(kind, exc, tb)
 
 
+def answered(method: str, seconds: float, observe: RPCObserver) -> None:
+    """A call that succeeded in `seconds`: logged and counted (after its answer is written)."""
+    observe(method, "OK", seconds)
+    log.log(logging.DEBUG if method in POLLING else logging.INFO, "%s ok in %.1f ms", method, seconds * 1000)
+
+
 def answer_now(behavior: Callable[..., Any], method: str, observe: RPCObserver,
-               request: Any, context: Any) -> Any:
-    """What a plain (not async) `behavior` answers `request`, logged; RPCFailure for what it raised."""
-    with _Answering(method, observe, request):
-        return behavior(request, context)
+               request: Any, context: Any) -> tuple[Any, float]:
+    """What a plain (not async) `behavior` answers `request` and the seconds it took (for
+    `answered`); RPCFailure, logged and counted, for what it raised."""
+    a = _Answering(method, observe, request)
+    with a:
+        reply = behavior(request, context)
+    return reply, a.seconds
 
 
 async def answer_unary(behavior: Callable[..., Any], method: str, observe: RPCObserver,
-                       request: Any, context: Any) -> Any:
-    """What `behavior` (async or not) answers `request`, logged; RPCFailure for what it raised."""
-    with _Answering(method, observe, request):
+                       request: Any, context: Any) -> tuple[Any, float]:
+    """What `behavior` (async or not) answers `request` and the seconds it took (for
+    `answered`); RPCFailure, logged and counted, for what it raised."""
+    a = _Answering(method, observe, request)
+    with a:
         result = behavior(request, context)
-        return await result if inspect.isawaitable(result) else result
+        if inspect.isawaitable(result):
+            result = await result
+    return result, a.seconds
 
 
 async def answer_stream(behavior: Callable[..., Any], method: str, observe: RPCObserver,
@@ -174,15 +186,16 @@ async def answer_stream(behavior: Callable[..., Any], method: str, observe: RPCO
             await produced
     except Exception as exc:  # noqa: BLE001 - this is the conversion point
         raise _failure(exc, method, start, observe) from exc
-    _log_done(method, start, None, None, observe)
+    answered(method, time.monotonic() - start, observe)
 
 
 def _wrap_unary(behavior: Callable[..., Any], method: str, observe: RPCObserver) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            result = await answer_unary(behavior, method, observe, request, context)
+            result, seconds = await answer_unary(behavior, method, observe, request, context)
         except RPCFailure as f:
             await context.abort(f.code, f.message)
+        answered(method, seconds, observe)
         # grpcio serializes with the response type's own method, which wants a message
         return result.decoded() if isinstance(result, Encoded) else result
 

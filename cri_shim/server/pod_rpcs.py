@@ -9,13 +9,17 @@ from typing import TYPE_CHECKING
 
 from cri_shim import validation
 from cri_shim.criapi import api_pb2 as pb
-from cri_shim.encoded import Encoded
+from cri_shim.encoded import Encoded, entry, int_field
 from cri_shim.server.list_batches import batches
 from cri_shim.stats import pod as pod_stats
 
 if TYPE_CHECKING:
     from cri_shim.sandboxes.manager import SandboxManager
     from cri_shim.server.services import Services
+
+
+_FIELDS = pb.PodSandboxStatusResponse.DESCRIPTOR.fields_by_name
+_STATUS, _CONTAINERS, _TIMESTAMP = (_FIELDS[f].number for f in ("status", "containers_statuses", "timestamp"))
 
 
 class PodRPCs:
@@ -46,13 +50,21 @@ class PodRPCs:
 
     def PodSandboxStatus(
         self, request: pb.PodSandboxStatusRequest, context: object
-    ) -> pb.PodSandboxStatusResponse:
-        status, info = self._pods.status(request.pod_sandbox_id, request.verbose)
-        resp = pb.PodSandboxStatusResponse(status=status, info=info)
-        for c in self.services.containers.pod_containers(status.id):
-            resp.containers_statuses.append(self.services.containers.status(c.meta.id)[0])
-        resp.timestamp = time.time_ns()
-        return resp
+    ) -> pb.PodSandboxStatusResponse | Encoded:
+        containers = self.services.containers
+        if request.verbose:
+            status, info = self._pods.status(request.pod_sandbox_id, True)
+            resp = pb.PodSandboxStatusResponse(status=status, info=info)
+            for c in containers.pod_containers(status.id):
+                resp.containers_statuses.append(containers.status(c.meta.id)[0])
+            resp.timestamp = time.time_ns()
+            return resp
+        # the encoded views of the pod and its containers, and the time (cri_shim.encoded)
+        pod_id, body = self._pods.status_body(request.pod_sandbox_id)
+        parts = [entry(_STATUS, body)]
+        parts.extend(entry(_CONTAINERS, b) for b in containers.pod_status_bodies(pod_id))
+        parts.append(int_field(_TIMESTAMP, time.time_ns()))
+        return Encoded(pb.PodSandboxStatusResponse, b"".join(parts))
 
     def ListPodSandbox(
         self, request: pb.ListPodSandboxRequest, context: object

@@ -122,6 +122,19 @@ def test_stop_remove_idempotent_and_signals(cri: DaemonProcess, handler: str, tm
         cri.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=0))
         cri.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=cid))
     assert cri.runtime.ListContainers(pb.ListContainersRequest()).containers == []
+    # Gone from their places when the call answers (bundle, conmon's exit file, rootfs
+    # directory), and from the trash they were moved into soon after.
+    ids = (polite, stubborn, running)
+    places = [cri.state_dir / "containers", cri.state_dir / "exits", cri.root_dir / "rootfs"]
+    assert not [p / cid for p in places for cid in ids if (p / cid).exists()]
+    trashes = (cri.state_dir / "trash", cri.root_dir / "trash")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = [e for t in trashes if t.is_dir() for e in t.iterdir() if e.name.split(".")[0] in ids]
+        if not left:
+            break
+        time.sleep(0.05)
+    assert not left, f"still in the trash: {left}"
 
 
 def test_bad_input(cri: DaemonProcess, tmp_path: Path, busybox_image: str) -> None:

@@ -296,6 +296,9 @@ class Served:
         self.loop.loop.call_soon_threadsafe(fn, *args)
 
     def observed_for(self, method: str) -> list[tuple[str, float]]:
+        """The calls of `method` counted so far. A call is counted once its answer is written,
+        by the loop callback that wrote it: a round trip through the loop waits for that."""
+        self.loop.run(asyncio.sleep(0))
         return [(code, s) for m, code, s in list(self.observed) if m == method]
 
 
