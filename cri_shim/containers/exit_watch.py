@@ -18,6 +18,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import os
+import select
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,7 @@ class ExitWatch:
         self.directory = directory
         self.on_exit = on_exit
         self.fd = -1
+        self._poll = select.poll()  # catch_up's look at fd
 
     def start(self) -> bool:
         """Start watching; False if inotify is unavailable (the caller keeps polling)."""
@@ -70,6 +72,7 @@ class ExitWatch:
             os.close(fd)
             return False
         self.fd = fd
+        self._poll.register(fd, select.POLLIN)
         asyncio.get_running_loop().add_reader(fd, self._readable)
         return True
 
@@ -79,9 +82,10 @@ class ExitWatch:
 
     def catch_up(self) -> None:
         """Handle the events queued so far, now: the kernel queues one the moment a file
-        appears, so after this every exit file on disk has been seen. One read(2) when none
-        is pending, where looking for a container's file costs a path lookup."""
-        if self.fd >= 0:
+        appears, so after this every exit file on disk has been seen. One poll(2) when none
+        is pending (a read would fail with EAGAIN, an exception to build), where looking for
+        a container's file costs a path lookup."""
+        if self.fd >= 0 and self._poll.poll(0):
             self._readable()
 
     def _readable(self) -> None:

@@ -45,3 +45,26 @@ def test_watch_reports_a_renamed_file(tmp_path: Path) -> None:
 
     seen = asyncio.run(main())
     assert "cid" in seen
+
+
+def test_catch_up_handles_what_is_queued_and_nothing_else(tmp_path: Path) -> None:
+    """catch_up, from inside a loop callback (a Status call), reports an exit file written
+    before it without waiting for the loop; with nothing queued it reports nothing."""
+    async def main() -> list[list[str | None]]:
+        seen: list[str | None] = []
+        w = exit_watch.ExitWatch(tmp_path, seen.append)
+        assert w.start()
+        steps = []
+        try:
+            w.catch_up()
+            steps.append(list(seen))
+            (tmp_path / "c1").write_text("0")
+            w.catch_up()  # the loop has not run its reader yet
+            steps.append(list(seen))
+            w.catch_up()
+            steps.append(list(seen))
+        finally:
+            w.close()
+        return steps
+
+    assert asyncio.run(main()) == [[], ["c1"], ["c1"]]
