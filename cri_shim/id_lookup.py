@@ -4,7 +4,7 @@ pieces as truncindex and a name registrar."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
 from cri_shim.errors import InvalidArgument, NotFound
@@ -33,13 +33,16 @@ def labels_match(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool
 
 
 class IdIndex(Generic[T]):
-    """In-memory objects by id with their reserved names (name key -> id). No I/O, no locks:
-    List and Status calls read it directly."""
+    """In-memory objects by id with their reserved names (name key -> id), and, given `group`
+    (an object's pod id), by group too. No I/O, no locks: List and Status calls read it
+    directly."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, group: Callable[[T], str] | None = None) -> None:
         self.kind = kind
         self._objects: dict[str, T] = {}
         self._names: dict[str, str] = {}
+        self._group = group
+        self._groups: dict[str, dict[str, T]] = {}  # group -> id -> object, in insertion order
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -67,13 +70,34 @@ class IdIndex(Generic[T]):
         """The id that reserved name_key, or None when the name is free."""
         return self._names.get(name_key)
 
+    def members(self, group: str) -> list[T]:
+        """The objects of `group` (the index was made with `group`), oldest first."""
+        return list(self._groups.get(group, {}).values())
+
     def add(self, object_id: str, obj: T, name_key: str) -> None:
         """Index the object and reserve its name."""
+        old = self._objects.get(object_id)
+        if old is not None:
+            self._ungroup(object_id, old)
         self._objects[object_id] = obj
         self._names[name_key] = object_id
+        if self._group is not None:
+            self._groups.setdefault(self._group(obj), {})[object_id] = obj
 
     def remove(self, object_id: str, name_key: str) -> None:
         """Forget the object and release its name if it still holds it."""
-        self._objects.pop(object_id, None)
+        obj = self._objects.pop(object_id, None)
+        if obj is not None:
+            self._ungroup(object_id, obj)
         if self._names.get(name_key) == object_id:
             del self._names[name_key]
+
+    def _ungroup(self, object_id: str, obj: T) -> None:
+        if self._group is None:
+            return
+        key = self._group(obj)
+        members = self._groups.get(key)
+        if members is not None:
+            members.pop(object_id, None)
+            if not members:
+                del self._groups[key]

@@ -138,7 +138,7 @@ class ContainerManager:
         self.exit_dir = handlers.conmon.exit_dir
         self.socket_dir = handlers.conmon.socket_dir
         self.store = ContainerStore(Path(config.root_dir) / "containers.db")
-        self.containers: IdIndex[Container] = IdIndex("container")
+        self.containers: IdIndex[Container] = IdIndex("container", lambda c: c.meta.pod_id)
         self._watcher: asyncio.Task[None] | None = None
         self._exit_watch = exit_watch.ExitWatch(self.exit_dir, self._on_exit_file)
         self._poll_interval = EXIT_POLL_INTERVAL
@@ -549,7 +549,8 @@ class ContainerManager:
         self.publish(c.meta.id, pb.CONTAINER_DELETED_EVENT, c.meta.pod_id)
 
     def pod_containers(self, pod_id: str) -> list[Container]:
-        return [c for c in self.containers.values() if c.meta.pod_id == pod_id]
+        """The pod's containers, oldest first (an index: PodSandboxStatus asks for every pod)."""
+        return self.containers.members(pod_id)
 
     async def stop_pod(self, pod_id: str, timeout: int = 0) -> None:
         await asyncio.gather(*(self.stop_container(c.meta.id, timeout) for c in self.pod_containers(pod_id)))
@@ -580,6 +581,8 @@ class ContainerManager:
     def pod_status_bodies(self, pod_id: str) -> list[bytes]:
         """The encoded status of each of the pod's containers (PodSandboxStatus)."""
         cs = self.pod_containers(pod_id)
+        if not cs:
+            return []
         self._report_exits(cs)
         return [views.status_body(c) for c in cs]
 

@@ -36,3 +36,19 @@ def test_label_selector() -> None:
     assert labels_match({"a": "1", "b": "2"}, {"a": "1"})
     assert not labels_match({"a": "1"}, {"a": "2"}) and not labels_match({}, {"a": ""})
     assert labels_match({}, {})
+
+
+def test_members_of_a_group_follow_adds_and_removals() -> None:
+    idx: IdIndex[tuple[str, str]] = IdIndex("container", lambda c: c[0])  # (pod id, name)
+    idx.add("c1", ("p1", "a"), "p1/a")
+    idx.add("c2", ("p2", "b"), "p2/b")
+    idx.add("c3", ("p1", "c"), "p1/c")
+    assert idx.members("p1") == [("p1", "a"), ("p1", "c")] and idx.members("none") == []
+    idx.add("c1", ("p2", "a"), "p2/a")  # the same id again, in another group: moves
+    assert idx.members("p1") == [("p1", "c")] and idx.members("p2") == [("p2", "b"), ("p2", "a")]
+    idx.remove("c3", "p1/c")
+    idx.remove("c9", "p1/x")  # not there: nothing changes
+    assert idx.members("p1") == [] and "p1" not in idx._groups
+    plain: IdIndex[str] = IdIndex("pod sandbox")  # no group: no members
+    plain.add("p1", "one", "name")
+    assert plain.members("p1") == []
