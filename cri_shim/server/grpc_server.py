@@ -32,14 +32,7 @@ from google.protobuf.message import DecodeError
 
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.server import http2
-from cri_shim.server.interceptor import (
-    RPCFailure,
-    RPCObserver,
-    answer_now,
-    answer_stream,
-    answer_unary,
-    answered,
-)
+from cri_shim.server.interceptor import RPCFailure, RPCObserver, answer_now, answer_stream, answer_unary
 
 log = logging.getLogger("cri_shim.rpc")
 
@@ -171,14 +164,14 @@ class GrpcServer:
             if request is None:
                 return
             try:
-                reply, seconds = answer_now(method.behavior, method.name, self._observe, request, None)
+                reply, answering = answer_now(method.behavior, method.name, self._observe, request, None)
                 st.observed = True
                 message = self._message(method, reply)
             except RPCFailure as f:
                 return self._fail(conn, st, f.code, f.message)
             if not self._reply_now(conn, st, message):  # the client's window is short: wait for it
                 st.task = self._loop.create_task(self._serve_rest(conn, st, message))
-            conn.after_write(answered, method.name, seconds, self._observe)
+            conn.after_write(answering.answered)
         except Exception:  # noqa: BLE001 - the call must end with a status whatever happened
             self._internal(conn, st)
 
@@ -317,11 +310,11 @@ class GrpcServer:
         return framed(data)
 
     async def _unary(self, conn: http2.Connection, st: http2.Stream, method: Method, request: Any) -> None:
-        reply, seconds = await answer_unary(method.behavior, method.name, self._observe, request, None)
+        reply, answering = await answer_unary(method.behavior, method.name, self._observe, request, None)
         st.observed = True
         message = self._message(method, reply)
         sent = self._reply_now(conn, st, message)
-        answered(method.name, seconds, self._observe)  # once written, or before waiting for the window
+        answering.answered()  # once written, or before waiting for the client's window
         if not sent:
             await self._reply_rest(conn, st, message)
 

@@ -116,7 +116,7 @@ def _failure(exc: Exception, method: str, start: float, observe: RPCObserver) ->
     return RPCFailure(code, message)
 
 
-class _Answering:
+class Answering:
     """Around one call: its request's ids on the log lines inside, and what it raised logged,
     counted and turned into RPCFailure. Success is logged and counted by `answered`, which the
     server calls once the answer is written: the client does not wait for the bookkeeping. A
@@ -144,33 +144,37 @@ class _Answering:
         finally:
             self._about.__exit__(kind, exc, tb)
 
+    def answered(self) -> None:
+        """The call succeeded: logged (with its request's ids) and counted."""
+        with self._about:
+            _succeeded(self._method, self.seconds, self._observe)
 
-def answered(method: str, seconds: float, observe: RPCObserver) -> None:
-    """A call that succeeded in `seconds`: logged and counted (after its answer is written)."""
+
+def _succeeded(method: str, seconds: float, observe: RPCObserver) -> None:
     observe(method, "OK", seconds)
     log.log(logging.DEBUG if method in POLLING else logging.INFO, "%s ok in %.1f ms", method, seconds * 1000)
 
 
 def answer_now(behavior: Callable[..., Any], method: str, observe: RPCObserver,
-               request: Any, context: Any) -> tuple[Any, float]:
-    """What a plain (not async) `behavior` answers `request` and the seconds it took (for
-    `answered`); RPCFailure, logged and counted, for what it raised."""
-    a = _Answering(method, observe, request)
+               request: Any, context: Any) -> tuple[Any, Answering]:
+    """What a plain (not async) `behavior` answers `request`, and the call's Answering to call
+    `answered()` on once the answer is written; RPCFailure, logged and counted, for what it raised."""
+    a = Answering(method, observe, request)
     with a:
         reply = behavior(request, context)
-    return reply, a.seconds
+    return reply, a
 
 
 async def answer_unary(behavior: Callable[..., Any], method: str, observe: RPCObserver,
-                       request: Any, context: Any) -> tuple[Any, float]:
-    """What `behavior` (async or not) answers `request` and the seconds it took (for
-    `answered`); RPCFailure, logged and counted, for what it raised."""
-    a = _Answering(method, observe, request)
+                       request: Any, context: Any) -> tuple[Any, Answering]:
+    """What `behavior` (async or not) answers `request`, and the call's Answering (as
+    answer_now); RPCFailure, logged and counted, for what it raised."""
+    a = Answering(method, observe, request)
     with a:
         result = behavior(request, context)
         if inspect.isawaitable(result):
             result = await result
-    return result, a.seconds
+    return result, a
 
 
 async def answer_stream(behavior: Callable[..., Any], method: str, observe: RPCObserver,
@@ -186,16 +190,16 @@ async def answer_stream(behavior: Callable[..., Any], method: str, observe: RPCO
             await produced
     except Exception as exc:  # noqa: BLE001 - this is the conversion point
         raise _failure(exc, method, start, observe) from exc
-    answered(method, time.monotonic() - start, observe)
+    _succeeded(method, time.monotonic() - start, observe)
 
 
 def _wrap_unary(behavior: Callable[..., Any], method: str, observe: RPCObserver) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            result, seconds = await answer_unary(behavior, method, observe, request, context)
+            result, answering = await answer_unary(behavior, method, observe, request, context)
         except RPCFailure as f:
             await context.abort(f.code, f.message)
-        answered(method, seconds, observe)
+        answering.answered()
         # grpcio serializes with the response type's own method, which wants a message
         return result.decoded() if isinstance(result, Encoded) else result
 

@@ -63,3 +63,20 @@ def test_sigusr1_toggles_debug(captured: io.StringIO) -> None:
 def test_bad_format() -> None:
     with pytest.raises(ValueError, match="log format 'xml'"):
         logs.setup("info", "xml")
+
+
+def test_the_ok_line_written_after_the_answer_carries_the_requests_ids(captured: io.StringIO) -> None:
+    """The server logs and counts a successful call once its answer is written, outside the
+    call; the line still names the call's pod and container."""
+    from cri_shim.server.interceptor import answer_now
+
+    logs.setup("info", "json", captured)
+    seen: list[tuple[str, str]] = []
+    request = pb.StopContainerRequest(container_id="c" * 64)
+    reply, answering = answer_now(lambda r, c: "done", "StopContainer",
+                                  lambda m, code, s: seen.append((m, code)), request, None)
+    assert reply == "done" and seen == []  # nothing counted before the answer is out
+    answering.answered()
+    assert seen == [("StopContainer", "OK")]
+    [line] = [json.loads(x) for x in captured.getvalue().splitlines()]
+    assert line["msg"].startswith("StopContainer ok in") and line["container_id"] == "c" * 64
