@@ -9,7 +9,10 @@ concatenation, which is what the protobuf encoding of a repeated message field i
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+M = TypeVar("M")
 
 
 def varint(n: int) -> bytes:
@@ -34,6 +37,19 @@ def field_entry(number: int, message: Any) -> bytes:
 def int_field(number: int, value: int) -> bytes:
     """A non-negative integer field (int32, int64, uint64: varint wire type)."""
     return varint(number << 3) + varint(value)
+
+
+# A record's view: (the metadata and the state key it was built from, the message, its encoding)
+View = tuple[object, object, M, bytes]
+
+
+def kept_view(current: View[M] | None, meta: object, key: object, build: Callable[[], M]) -> View[M]:
+    """`current` while it was built from this `meta` (the same object) and an equal state `key`,
+    else a new view of build()'s message and its encoding."""
+    if current is not None and current[0] is meta and current[1] == key:
+        return current
+    msg = build()
+    return (meta, key, msg, msg.SerializeToString())  # type: ignore[attr-defined]
 
 
 class Encoded:

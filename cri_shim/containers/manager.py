@@ -50,6 +50,7 @@ from cri_shim.containers.store import (
     ContainerStore,
 )
 from cri_shim.criapi import api_pb2 as pb
+from cri_shim.encoded import View
 from cri_shim.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -85,7 +86,7 @@ class Container:
     # The List view, kept while the metadata and the state it was built from hold (views).
     view: tuple[object, str, pb.Container, bytes] | None = field(default=None, repr=False, compare=False)
     # The Status view, its encoding, and the metadata and state they were built from (views).
-    status_view: tuple[object, tuple[object, ...], pb.ContainerStatus, bytes] | None = field(
+    status_view: View[pb.ContainerStatus] | None = field(
         default=None, repr=False, compare=False)
     # The bundle's config.json as written (the verbose status shows it; ~6 KB).
     spec_json: str | None = field(default=None, repr=False, compare=False)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from cri_shim.containers import stop_signals
 from cri_shim.containers.store import CREATED, CREATING, EXITED, RUNNING
 from cri_shim.criapi import api_pb2 as pb
-from cri_shim.encoded import field_entry
+from cri_shim.encoded import View, field_entry, kept_view
 from cri_shim.id_lookup import labels_match
 
 if TYPE_CHECKING:
@@ -83,16 +83,12 @@ def status_body(c: Container) -> bytes:
     return _status_view(c)[3]
 
 
-def _status_view(c: Container) -> tuple[object, tuple[object, ...], pb.ContainerStatus, bytes]:
+def _status_view(c: Container) -> View[pb.ContainerStatus]:
     """(metadata, the state's key, Status view, its encoding), rebuilt when either of the first
     two changes."""
     s = c.status
     key = (s.state, s.started_at, s.finished_at, s.exit_code, s.reason, s.message, s.resources)
-    v = c.status_view
-    if v is not None and v[0] is c.meta and v[1] == key:
-        return v
-    st = _build_status(c)
-    c.status_view = v = (c.meta, key, st, st.SerializeToString())
+    c.status_view = v = kept_view(c.status_view, c.meta, key, lambda: _build_status(c))
     return v
 
 

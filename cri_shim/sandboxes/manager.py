@@ -24,6 +24,7 @@ from cri_shim import cgroup_paths, cgroupfs, mounts
 from cri_shim.atomic_file import write_atomic
 from cri_shim.config import Config
 from cri_shim.criapi import api_pb2 as pb
+from cri_shim.encoded import View
 from cri_shim.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument
 from cri_shim.id_lookup import IdIndex
 from cri_shim.network.cni import CNIError, CNINetwork, PodNetworkRequest, pod_ips
@@ -48,7 +49,7 @@ class Sandbox:
     # The List view, kept while the metadata and the state it was built from hold (views).
     view: tuple[object, str, pb.PodSandbox, bytes] | None = field(default=None, repr=False, compare=False)
     # The Status view, and the metadata and (state, addresses) it was built from (views).
-    status_view: tuple[object, tuple[object, ...], pb.PodSandboxStatus, bytes] | None = field(
+    status_view: View[pb.PodSandboxStatus] | None = field(
         default=None, repr=False, compare=False)
 
     @property

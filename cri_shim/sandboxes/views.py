@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from cri_shim.containers.spec_gen import PodContext
 from cri_shim.criapi import api_pb2 as pb
-from cri_shim.encoded import field_entry
+from cri_shim.encoded import View, field_entry, kept_view
 from cri_shim.id_lookup import labels_match
 from cri_shim.ports import PodInfo
 from cri_shim.sandboxes.store import CREATING, NOTREADY, READY
@@ -44,15 +44,11 @@ def status_body(sb: Sandbox) -> bytes:
     return _status_view(sb)[3]
 
 
-def _status_view(sb: Sandbox) -> tuple[object, tuple[object, ...], pb.PodSandboxStatus, bytes]:
+def _status_view(sb: Sandbox) -> View[pb.PodSandboxStatus]:
     """(metadata, state and addresses, Status view, its encoding), rebuilt when either of the
     first two changes."""
     key = (sb.status.state, tuple(sb.status.ips))
-    v = sb.status_view
-    if v is not None and v[0] is sb.meta and v[1] == key:
-        return v
-    st = _build_status(sb)
-    sb.status_view = v = (sb.meta, key, st, st.SerializeToString())
+    sb.status_view = v = kept_view(sb.status_view, sb.meta, key, lambda: _build_status(sb))
     return v
 
 
