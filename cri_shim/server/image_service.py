@@ -36,16 +36,13 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
 
     def _listed(self, f: pb.ImageFilter | None) -> list[bytes]:
         """The encoded views of the images ListImages and StreamImages answer with."""
-        images = self._images.images
-        recs = list(images.values())
         if f is not None and f.image.image:
             want = self._images.find(f.image.image)
-            recs = [r for r in recs if want is not None and r.id == want.id]
+            recs = [want] if want is not None else []
+        else:
+            recs = list(self._images.images.values())
         vols = self._images.volume_images
-        bodies = [self._views.body(r, r.id in vols) for r in recs]
-        if len(self._views) > len(images):  # some were removed
-            self._views.forget_except(images)
-        return bodies
+        return [self._views.body(r, r.id in vols) for r in recs]
 
     def ListImages(self, request: pb.ListImagesRequest, context: object) -> Encoded:
         f = request.filter if request.HasField("filter") else None
@@ -88,7 +85,7 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
 
     async def RemoveImage(self, request: pb.RemoveImageRequest, context: object) -> pb.RemoveImageResponse:
         await self._images.remove(request.image.image)
-        self._views.forget_except(self._images.images)
+        self._views.forget_except(self._images.images)  # the one way an image goes
         return pb.RemoveImageResponse()
 
     async def ImageFsInfo(self, request: pb.ImageFsInfoRequest, context: object) -> pb.ImageFsInfoResponse:
