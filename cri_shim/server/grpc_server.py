@@ -32,7 +32,14 @@ from google.protobuf.message import DecodeError
 
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.server import http2
-from cri_shim.server.interceptor import RPCFailure, RPCObserver, answer_now, answer_stream, answer_unary
+from cri_shim.server.interceptor import (
+    RPCFailure,
+    RPCObserver,
+    answer_now,
+    answer_stream,
+    answer_unary,
+    succeeded,
+)
 
 log = logging.getLogger("cri_shim.rpc")
 
@@ -164,14 +171,14 @@ class GrpcServer:
             if request is None:
                 return
             try:
-                reply, answering = answer_now(method.behavior, method.name, self._observe, request, None)
+                reply, seconds, ids = answer_now(method.behavior, method.name, self._observe, request, None)
                 st.observed = True
                 message = self._message(method, reply)
             except RPCFailure as f:
                 return self._fail(conn, st, f.code, f.message)
             if not self._reply_now(conn, st, message):  # the client's window is short: wait for it
                 st.task = self._loop.create_task(self._serve_rest(conn, st, message))
-            conn.after_write(answering.answered)
+            conn.after_write(succeeded, method.name, seconds, self._observe, ids)
         except Exception:  # noqa: BLE001 - the call must end with a status whatever happened
             self._internal(conn, st)
 
@@ -313,9 +320,12 @@ class GrpcServer:
         reply, answering = await answer_unary(method.behavior, method.name, self._observe, request, None)
         st.observed = True
         message = self._message(method, reply)
-        sent = self._reply_now(conn, st, message)
-        answering.answered()  # once written, or before waiting for the client's window
-        if not sent:
+        # Counted and logged before the answer leaves, unlike the inline calls: a call that
+        # waited takes milliseconds, which the bookkeeping does not change, while bookkeeping
+        # after the write runs just as the client is woken to send its next call, often on
+        # this CPU, and that call then waits for it.
+        answering.answered()
+        if not self._reply_now(conn, st, message):
             await self._reply_rest(conn, st, message)
 
     def _reply_now(self, conn: http2.Connection, st: http2.Stream, message: bytes) -> bool:

@@ -19,6 +19,7 @@ _LAST_STATIC_ONE_BYTE = 0x80 | len(STATIC)
 _FIRST_DYNAMIC_ONE_BYTE = _LAST_STATIC_ONE_BYTE + 1
 ENTRY_OVERHEAD = 32  # RFC 7541 section 4.1
 DEFAULT_TABLE_SIZE = 4096  # SETTINGS_HEADER_TABLE_SIZE: we advertise no other
+MAX_BLOCKS = 64  # decoded blocks kept (see Decoder.decode)
 
 
 class HPACKError(Exception):
@@ -36,8 +37,13 @@ class Decoder:
         self._dynamic: deque[tuple[str, str]] = deque()  # newest first
         self._sizes: deque[int] = deque()  # each entry's size, as RFC 7541 counts it
         self._size = 0
+        self._adds = 0  # entries the block being decoded added to the table
         # Huffman-coded strings seen lately: a client sends the same few again and again
         self._huffman: dict[bytes, tuple[str, int]] = {}
+        # Blocks decoded since the dynamic table last changed, and what they decoded to: a
+        # client asking the same call again sends the same block of table references, which
+        # mean the same headers for as long as the table holds the same entries.
+        self._blocks: dict[bytes, tuple[tuple[str, str], ...]] = {}
 
     def _integer(self, block: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
         mask = (1 << prefix_bits) - 1
@@ -88,17 +94,36 @@ class Decoder:
         raise HPACKError(f"index {index} is in neither table")
 
     def _add(self, name: str, value: str, size: int) -> None:
+        self._blocks.clear()  # the references they hold now mean other entries
         self._dynamic.appendleft((name, value))
         self._sizes.appendleft(size)
         self._size += size
         self._evict()
 
     def _evict(self) -> None:
+        if self._size > self._max_size:
+            self._blocks.clear()
         while self._size > self._max_size and self._dynamic:
             self._dynamic.pop()
             self._size -= self._sizes.pop()
 
-    def decode(self, block: bytes) -> list[tuple[str, str]]:
+    def decode(self, block: bytes) -> tuple[tuple[str, str], ...]:
+        """The block's header list. A block that leaves the dynamic table as it was (its
+        fields are table references or literals not indexed) is decoded once while the table
+        stays the same."""
+        headers = self._blocks.get(block)
+        if headers is not None:
+            return headers
+        table = len(self._dynamic), self._max_size
+        headers = tuple(self._decode(block))
+        if table == (len(self._dynamic), self._max_size) and not self._adds:
+            if len(self._blocks) >= MAX_BLOCKS:
+                self._blocks.clear()
+            self._blocks[block] = headers
+        return headers
+
+    def _decode(self, block: bytes) -> list[tuple[str, str]]:
+        self._adds = 0
         headers: list[tuple[str, str]] = []
         total = 0
         pos = 0
@@ -121,6 +146,8 @@ class Decoder:
                 size, pos = self._integer(block, pos, 5)
                 if size > DEFAULT_TABLE_SIZE:
                     raise HPACKError(f"table size {size} over the {DEFAULT_TABLE_SIZE} we allow")
+                if size != self._max_size:
+                    self._blocks.clear()
                 self._max_size = size
                 self._evict()
                 continue
@@ -139,6 +166,7 @@ class Decoder:
                 value, pos, value_size = self._string(block, pos)
                 header = (name, value)
                 if indexing:
+                    self._adds += 1
                     self._add(name, value, name_size + value_size + ENTRY_OVERHEAD)
             total += len(header[0]) + len(header[1]) + ENTRY_OVERHEAD
             if total > self._max_list:

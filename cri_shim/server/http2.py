@@ -108,7 +108,7 @@ class Stream:
 
     def __init__(self, stream_id: int, send_window: int) -> None:
         self.id = stream_id
-        self.headers: list[tuple[str, str]] = []
+        self.headers: tuple[tuple[str, str], ...] = ()
         self.body = bytearray()
         self.send_window = send_window
         self.remote_closed = False
@@ -377,7 +377,7 @@ class Connection(asyncio.Protocol):
             out.append(frame(RST_STREAM, 0, sid, REFUSED_STREAM.to_bytes(4, "big")))
             return
         st = Stream(sid, self._peer_window)
-        st.headers = headers  # type: ignore[assignment]
+        st.headers = headers
         self.streams[sid] = st
         if end_stream:
             st.remote_closed = True

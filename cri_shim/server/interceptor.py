@@ -120,20 +120,21 @@ class Answering:
     """Around one call: its request's ids on the log lines inside, and what it raised logged,
     counted and turned into RPCFailure. Success is logged and counted by `answered`, which the
     server calls once the answer is written: the client does not wait for the bookkeeping. A
-    class, not a generator context manager: every call enters one."""
+    class, not a generator context manager: every async call enters one."""
 
-    __slots__ = ("_method", "_observe", "_about", "start", "seconds")
+    __slots__ = ("_method", "_observe", "_ids", "_token", "start", "seconds")
 
     def __init__(self, method: str, observe: RPCObserver, request: Any) -> None:
         self._method = method
         self._observe = observe
-        self._about = logs.about(**logs.ids_of(request))
+        self._ids = logs.request_ids(request)
+        self._token: Any = None
         self.start = 0.0
         self.seconds = 0.0
 
     def __enter__(self) -> None:
         self.start = time.monotonic()
-        self._about.__enter__()
+        self._token = logs.enter(self._ids)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         try:
@@ -142,27 +143,42 @@ class Answering:
             elif isinstance(exc, Exception):  # the conversion point; cancellation passes through
                 raise _failure(exc, self._method, self.start, self._observe) from exc
         finally:
-            self._about.__exit__(kind, exc, tb)
+            logs.leave(self._token)
 
     def answered(self) -> None:
         """The call succeeded: logged (with its request's ids) and counted."""
-        with self._about:
-            _succeeded(self._method, self.seconds, self._observe)
+        succeeded(self._method, self.seconds, self._observe, self._ids)
 
 
-def _succeeded(method: str, seconds: float, observe: RPCObserver) -> None:
+def succeeded(method: str, seconds: float, observe: RPCObserver, ids: logs.Ids = ()) -> None:
+    """A call answered OK: counted, and logged with its request's `ids` (the polled calls at
+    DEBUG, so the line and its context cost nothing at the default level)."""
     observe(method, "OK", seconds)
-    log.log(logging.DEBUG if method in POLLING else logging.INFO, "%s ok in %.1f ms", method, seconds * 1000)
+    level = logging.DEBUG if method in POLLING else logging.INFO
+    if log.isEnabledFor(level):
+        token = logs.enter(ids)
+        try:
+            log.log(level, "%s ok in %.1f ms", method, seconds * 1000)
+        finally:
+            logs.leave(token)
 
 
 def answer_now(behavior: Callable[..., Any], method: str, observe: RPCObserver,
-               request: Any, context: Any) -> tuple[Any, Answering]:
-    """What a plain (not async) `behavior` answers `request`, and the call's Answering to call
-    `answered()` on once the answer is written; RPCFailure, logged and counted, for what it raised."""
-    a = Answering(method, observe, request)
-    with a:
+               request: Any, context: Any) -> tuple[Any, float, logs.Ids]:
+    """What a plain (not async) `behavior` answers `request`, the seconds it took and the
+    request's ids: `succeeded` takes the last two once the answer is written. RPCFailure,
+    logged and counted, for what it raised. Answering's work without the object: the polled
+    calls come this way."""
+    ids = logs.request_ids(request)
+    token = logs.enter(ids)
+    start = time.monotonic()
+    try:
         reply = behavior(request, context)
-    return reply, a
+    except Exception as exc:  # noqa: BLE001 - this is the conversion point
+        raise _failure(exc, method, start, observe) from exc
+    finally:
+        logs.leave(token)
+    return reply, time.monotonic() - start, ids
 
 
 async def answer_unary(behavior: Callable[..., Any], method: str, observe: RPCObserver,
@@ -190,7 +206,7 @@ async def answer_stream(behavior: Callable[..., Any], method: str, observe: RPCO
             await produced
     except Exception as exc:  # noqa: BLE001 - this is the conversion point
         raise _failure(exc, method, start, observe) from exc
-    _succeeded(method, time.monotonic() - start, observe)
+    succeeded(method, time.monotonic() - start, observe)
 
 
 def _wrap_unary(behavior: Callable[..., Any], method: str, observe: RPCObserver) -> Callable[..., Any]:
