@@ -115,3 +115,36 @@ def test_observed_runtime_times_every_verb_and_counts_failures(tmp_path: Path) -
     asyncio.run(main())
     assert seen == [("fake", "start", False), ("fake", "start", True), ("fake", "features", False)]
     assert rt.extra == "passed through"
+
+
+def test_rpc_families_match_prometheus_clients_own_counter_and_histogram() -> None:
+    """The RPC metrics are plain counts turned into families at scrape time; the exposition
+    is what prometheus-client's Counter and Histogram give for the same observations."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from cri_shim.telemetry import RPC_BUCKETS
+
+    ref = CollectorRegistry()
+    calls = Counter("cri_shim_grpc_requests", "CRI calls answered, by method and gRPC code",
+                    ["method", "code"], registry=ref)
+    latency = Histogram("cri_shim_grpc_request_duration_seconds", "CRI call latency, by method",
+                        ["method"], buckets=RPC_BUCKETS, registry=ref)
+    t = Telemetry()
+    observed = [("Version", "OK", 0.0001), ("Version", "OK", 0.0005), ("RunPodSandbox", "OK", 0.07),
+                ("RunPodSandbox", "OK", 61.0), ("ContainerStatus", "NOT_FOUND", 0.001),
+                ("Version", "OK", 2.5)]
+    for method, code, seconds in observed:
+        t.observe_rpc(method, code, seconds)
+        calls.labels(method, code).inc()
+        latency.labels(method).observe(seconds)
+
+    def rpc_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {k: v for k, v in samples(text).items()
+                if "grpc_request" in k[0] and not k[0].endswith("_created")}
+
+    ours = rpc_samples(generate_latest(t.registry).decode())
+    assert ours == rpc_samples(generate_latest(ref).decode())
+    bucket = ("cri_shim_grpc_request_duration_seconds_bucket", (("le", "0.0005"), ("method", "Version")))
+    assert ours[bucket] == 2
+    created = {k for k in samples(generate_latest(t.registry).decode()) if k[0].endswith("_created")}
+    assert ("cri_shim_grpc_request_duration_seconds_created", (("method", "Version"),)) in created
