@@ -42,8 +42,8 @@ class _StateCollector(Collector):
 
 class _RPCCollector(Collector):
     """CRI calls by method and code, and their latency by method: plain counts the event loop
-    adds to (every call, after its answer is written), turned into the counter and histogram
-    families at scrape time. prometheus-client's own Counter and Histogram take a lock per
+    adds to as each call is answered, turned into the counter and histogram families at
+    scrape time. prometheus-client's own Counter and Histogram take a lock per
     value and walk the buckets in Python on each call."""
 
     def __init__(self) -> None:

@@ -117,10 +117,11 @@ def _failure(exc: Exception, method: str, start: float, observe: RPCObserver) ->
 
 
 class Answering:
-    """Around one call: its request's ids on the log lines inside, and what it raised logged,
-    counted and turned into RPCFailure. Success is logged and counted by `answered`, which the
-    server calls once the answer is written: the client does not wait for the bookkeeping. A
-    class, not a generator context manager: every async call enters one."""
+    """Around one call that may wait: its request's ids on the log lines inside, and what it
+    raised logged, counted and turned into RPCFailure. Success is logged and counted by
+    `answered`, which the server calls as the answer is about to be written. A class, not a
+    generator context manager: every async call enters one. (The inline calls use
+    `answer_now` and `succeeded`, after their answer is written.)"""
 
     __slots__ = ("_method", "_observe", "_ids", "_token", "start", "seconds")
 
