@@ -1,8 +1,11 @@
 """Running a container's OCI runtime `create` under conmon.
 
-conmon is started with a sync pipe (_OCI_SYNCPIPE): after the runtime's `create`
-it writes one JSON line, {"pid": N} on success or {"pid": -1, "message": "..."}
-on failure. conmon then double-forks, so it outlives us; it writes the CRI log,
+conmon is started with a start pipe (_OCI_STARTPIPE), which it reads before it does
+anything else, and a sync pipe (_OCI_SYNCPIPE): after the runtime's `create` it writes
+one JSON line, {"pid": N} on success or {"pid": -1, "message": "..."} on failure. So
+conmon is spawned, and joins its cgroup, while the container's bundle is still being made
+(`spawn`), and runs the create once the bundle is complete (`go`); CreateContainer
+waits for neither the join nor conmon's start. conmon double-forks, so it outlives us; it writes the CRI log,
 the exit code to <exit_dir>/<id> and, on an OOM kill, the file "oom" to the
 persist dir. conmon joins its cgroup (conmon_cgroup.py) before it starts, so it and
 the runtime's `create` it runs are never accounted to the daemon.
@@ -74,36 +77,82 @@ class ConmonArgs:
         return a
 
 
-async def create(args: ConmonArgs) -> int:
-    """Spawn conmon, wait for the runtime's create; return the container's host pid."""
+@dataclass
+class Spawned:
+    """A conmon started and waiting on its start pipe (see `spawn`)."""
+
+    args: ConmonArgs
+    proc: asyncio.subprocess.Process
+    sync_r: int  # _OCI_SYNCPIPE's read end: the runtime's create reports here
+    start_w: int  # _OCI_STARTPIPE's write end: conmon goes on once it is written
+
+
+async def spawn(args: ConmonArgs) -> Spawned:
+    """Start conmon (joining its cgroup first) up to its start pipe, where it waits before it
+    forks or runs anything: what `go` then lets run needs the bundle's config.json, which need
+    not exist yet. Moving a process into a cgroup can wait for an RCU grace period (the first
+    write to a cgroup.procs file after a quiet spell: about 20 ms here), so this is done while
+    the container's rootfs and spec are still being made."""
     for d in (args.exit_dir, args.persist_dir, args.socket_dir):
         d.mkdir(parents=True, exist_ok=True)
-    r, w = os.pipe()
-    os.set_inheritable(w, True)
-    env = dict(os.environ, _OCI_SYNCPIPE=str(w))
+    sync_r, sync_w = os.pipe()
+    start_r, start_w = os.pipe()
+    os.set_inheritable(sync_w, True)
+    os.set_inheritable(start_r, True)
+    env = dict(os.environ, _OCI_SYNCPIPE=str(sync_w), _OCI_STARTPIPE=str(start_r))
     errlog = open(args.bundle / "conmon.log", "ab")
     try:
         proc = await asyncio.create_subprocess_exec(
-            *cgroupfs.join_argv(args.cgroup_procs, args.argv()), pass_fds=(w,), env=env,
+            *cgroupfs.join_argv(args.cgroup_procs, args.argv()), pass_fds=(sync_w, start_r), env=env,
             stdin=asyncio.subprocess.DEVNULL, stdout=errlog, stderr=errlog, start_new_session=True,
             # conmon drops an "oom" marker in its working directory as well as the persist dir.
             cwd=str(args.bundle),
         )
+    except BaseException:
+        os.close(sync_r)
+        os.close(start_w)
+        raise
     finally:
-        os.close(w)
+        os.close(sync_w)
+        os.close(start_r)
         errlog.close()
+    return Spawned(args, proc, sync_r, start_w)
+
+
+async def go(s: Spawned) -> int:
+    """Let a spawned conmon run the runtime's create; return the container's host pid."""
     try:
-        data = await asyncio.wait_for(asyncio.to_thread(_read_all, r), CREATE_TIMEOUT)
+        os.write(s.start_w, b"go")
+    except BrokenPipeError:
+        pass  # conmon is gone: the sync pipe says so (end of file), with its log
+    finally:
+        os.close(s.start_w)
+    try:
+        data = await asyncio.wait_for(asyncio.to_thread(_read_all, s.sync_r), CREATE_TIMEOUT)
     except TimeoutError:
         raise DeadlineExceeded(
-            f"container {args.container_id}: runtime create did not finish in {CREATE_TIMEOUT:.0f}s"
+            f"container {s.args.container_id}: runtime create did not finish in {CREATE_TIMEOUT:.0f}s"
         ) from None
     finally:
-        os.close(r)
+        os.close(s.sync_r)
         # The first conmon exits right after forking its monitor; reap it.
         with contextlib.suppress(ProcessLookupError):
-            await proc.wait()
-    return parse_sync(data, args)
+            await s.proc.wait()
+    return parse_sync(data, s.args)
+
+
+async def abandon(s: Spawned) -> None:
+    """Stop a spawned conmon that was never let go: it has forked nothing and run nothing."""
+    with contextlib.suppress(ProcessLookupError):
+        s.proc.kill()
+    os.close(s.start_w)
+    os.close(s.sync_r)
+    await s.proc.wait()
+
+
+async def create(args: ConmonArgs) -> int:
+    """Spawn conmon, let it run the runtime's create at once; return the container's host pid."""
+    return await go(await spawn(args))
 
 
 def _read_all(fd: int) -> bytes:

@@ -347,6 +347,30 @@ class ContainerManager:
                 pb.POD if pod.context.userns is not None else pb.NODE):
             raise InvalidArgument(f"container {cfg.metadata.name!r}: its user namespace options differ "
                                   f"from those of pod {c.meta.pod_id}")
+        if c.meta.log_path:
+            Path(c.meta.log_path).parent.mkdir(parents=True, exist_ok=True)
+        # The runtime's monitor starts (and joins its cgroup) while the rootfs and the spec are made.
+        pending = await self.handlers.runtime(c.meta.handler).begin_create(ContainerCreate(
+            container_id=c.meta.id, name=c.meta.name, bundle=bundle, log_path=c.meta.log_path,
+            pod=pod.context, stdin=cfg.stdin, stdin_once=cfg.stdin_once, terminal=cfg.tty,
+        ))
+        try:
+            await self._make_bundle(c, cfg, pod, image, sandbox_config, record_to)
+        except BaseException:
+            await pending.cancel()
+            raise
+        pid = await pending.finish()
+        c.status.state = CREATED
+        c.status.pid = pid
+        written = self._writer.submit(self.store.put, c.meta, dataclasses.replace(c.status))
+        views.status_template(c)  # while the record is written
+        await asyncio.wrap_future(written)
+
+    async def _make_bundle(self, c: Container, cfg: pb.ContainerConfig, pod: PodInfo,
+                           image: ResolvedImage, sandbox_config: pb.PodSandboxConfig | None,
+                           record_to: str | None) -> None:
+        """The rootfs, the image volumes and the spec in the bundle's config.json."""
+        bundle = Path(c.meta.bundle)
         rootfs = await self.images.prepare_rootfs(c.meta.id, image.id, pod.context.userns)
         if any(m.image.image for m in cfg.mounts):
             cfg = await self._mount_image_volumes(c.meta.id, cfg)
@@ -380,17 +404,6 @@ class ContainerManager:
             nnp = bool(spec.process and spec.process.no_new_privileges)
             binary = self.handlers.get(c.meta.handler).path or ""
             await asyncio.to_thread(self.recordings.prepare, bundle, record_to, binary, nnp)
-        if c.meta.log_path:
-            Path(c.meta.log_path).parent.mkdir(parents=True, exist_ok=True)
-        pid = await self.handlers.runtime(c.meta.handler).create(ContainerCreate(
-            container_id=c.meta.id, name=c.meta.name, bundle=bundle, log_path=c.meta.log_path,
-            pod=pod.context, stdin=cfg.stdin, stdin_once=cfg.stdin_once, terminal=cfg.tty,
-        ))
-        c.status.state = CREATED
-        c.status.pid = pid
-        written = self._writer.submit(self.store.put, c.meta, dataclasses.replace(c.status))
-        views.status_template(c)  # while the record is written
-        await asyncio.wrap_future(written)
 
     async def _destroy(self, c: Container) -> None:
         """Remove everything a container owns, tolerating parts that never existed."""

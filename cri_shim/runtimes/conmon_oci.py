@@ -22,7 +22,7 @@ from cri_shim.config import Config, RuntimeHandlerConfig
 from cri_shim.containers import conmon, conmon_cgroup
 from cri_shim.errors import DeadlineExceeded, FailedPrecondition
 from cri_shim.runtimes import exec_stream, exec_sync
-from cri_shim.runtimes.handler_runtime import ContainerCreate, ExecResult, HandlerRuntime
+from cri_shim.runtimes.handler_runtime import ContainerCreate, ExecResult, HandlerRuntime, PendingCreate
 from cri_shim.streaming.stdio import StreamIO
 from oci.cli_runtime import CLIRuntime
 from oci.runtime import CommandLineRuntime
@@ -71,11 +71,16 @@ class ConmonOCIRuntime(HandlerRuntime):
         )
 
     async def create(self, request: ContainerCreate) -> int:
+        return await (await self.begin_create(request)).finish()
+
+    async def begin_create(self, request: ContainerCreate) -> PendingCreate:
+        """conmon's cgroup made and conmon started, waiting on its start pipe (conmon.spawn)
+        while the rootfs and the spec are made; `finish` lets it run the runtime's create."""
         args = self.conmon_args(request)
         self.root.mkdir(parents=True, exist_ok=True)
         args.cgroup_procs = await conmon_cgroup.prepare(self.conmon.config, request.pod,
                                                         request.container_id, request.bundle)
-        return await conmon.create(args)
+        return _ConmonCreate(self, request, await conmon.spawn(args))
 
     async def start(self, container_id: str) -> None:
         await self.oci.start(container_id)
@@ -150,3 +155,15 @@ def conmon_oci_runtime(name: str, binary_path: str, root: Path, handler: Runtime
     adapter = CLIRuntime(binary_path, root, name=name, global_args=handler.extra_args,
                          systemd_cgroup=settings.config.cgroup_driver == "systemd")
     return ConmonOCIRuntime(name, adapter, root, settings)
+
+
+class _ConmonCreate(PendingCreate):
+    def __init__(self, runtime: ConmonOCIRuntime, request: ContainerCreate, spawned: conmon.Spawned) -> None:
+        super().__init__(runtime, request)
+        self._spawned = spawned
+
+    async def finish(self) -> int:
+        return await conmon.go(self._spawned)
+
+    async def cancel(self) -> None:
+        await conmon.abandon(self._spawned)

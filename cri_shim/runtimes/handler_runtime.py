@@ -39,6 +39,22 @@ class ExecResult:
     exit_code: int
 
 
+class PendingCreate:
+    """A create begun before the container's bundle is complete (HandlerRuntime.begin_create):
+    exactly one of `finish` (the bundle's config.json is written) or `cancel` follows."""
+
+    def __init__(self, runtime: HandlerRuntime, request: ContainerCreate) -> None:
+        self._runtime = runtime
+        self._request = request
+
+    async def finish(self) -> int:
+        """Create the container; return its host pid (as HandlerRuntime.create)."""
+        return await self._runtime.create(self._request)
+
+    async def cancel(self) -> None:
+        """The bundle will not be completed: undo what was begun."""
+
+
 class HandlerRuntime(abc.ABC):
     """Runs the containers of one handler; errors are OCIRuntimeError or cri_shim errors."""
 
@@ -47,6 +63,12 @@ class HandlerRuntime(abc.ABC):
     @abc.abstractmethod
     async def create(self, request: ContainerCreate) -> int:
         """Create the container from its bundle, monitored; return its host pid."""
+
+    async def begin_create(self, request: ContainerCreate) -> PendingCreate:
+        """Begin what creating the container can do before its bundle's config.json exists
+        (a monitor's start, its cgroup), so that it overlaps with making the rootfs and the
+        spec. By default nothing: `finish` does it all."""
+        return PendingCreate(self, request)
 
     @abc.abstractmethod
     async def start(self, container_id: str) -> None: ...

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cri_shim.runtimes.handler_runtime import ContainerCreate, ExecResult, HandlerRuntime
+from cri_shim.runtimes.handler_runtime import ContainerCreate, ExecResult, HandlerRuntime, PendingCreate
 from cri_shim.streaming.stdio import StreamIO
 from oci.spec import Process, Resources
 
@@ -40,6 +40,9 @@ class ObservedRuntime(HandlerRuntime):
     async def create(self, request: ContainerCreate) -> int:
         return await self._timed("create", self.inner.create(request))
 
+    async def begin_create(self, request: ContainerCreate) -> PendingCreate:
+        return _TimedCreate(self, await self._timed("create", self.inner.begin_create(request)))
+
     async def start(self, container_id: str) -> None:
         await self._timed("start", self.inner.start(container_id))
 
@@ -66,3 +69,17 @@ class ObservedRuntime(HandlerRuntime):
 
     async def features(self) -> dict[str, Any]:
         return await self._timed("features", self.inner.features())
+
+
+class _TimedCreate(PendingCreate):
+    """A begun create whose finish is timed (and counted as failed) like a whole create."""
+
+    def __init__(self, runtime: ObservedRuntime, inner: PendingCreate) -> None:
+        self._observed = runtime
+        self._inner = inner
+
+    async def finish(self) -> int:
+        return await self._observed._timed("create", self._inner.finish())
+
+    async def cancel(self) -> None:
+        await self._inner.cancel()

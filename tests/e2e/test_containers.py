@@ -141,6 +141,11 @@ def test_bad_input(cri: DaemonProcess, tmp_path: Path, busybox_image: str) -> No
     pod = Pod(cri, "bad", "runc", tmp_path / "logs", busybox_image)
     ok = pod.create("dup", ["true"])
 
+    def conmon_cgroups() -> set[Path]:
+        return set(Path("/sys/fs/cgroup").glob("*/**/cri-shim-conmon-*"))
+
+    before = conmon_cgroups()
+
     def expect(req: pb.CreateContainerRequest, code: grpc.StatusCode, text: str) -> None:
         with pytest.raises(grpc.RpcError) as exc:
             cri.runtime.CreateContainer(req)
@@ -159,9 +164,18 @@ def test_bad_input(cri: DaemonProcess, tmp_path: Path, busybox_image: str) -> No
            f"host_path {tmp_path / 'missing'} does not exist")
     expect(pb.CreateContainerRequest(pod_sandbox_id=pod.id, config=pod.container_config("dup", ["true"])),
            grpc.StatusCode.ALREADY_EXISTS, ok)
-    # Only the first container exists; nothing half-made is left in the state dir.
+    # Found while the spec is made, when conmon is already started and waiting to run the create.
+    cfg = pod.container_config("t", ["true"])
+    cfg.linux.security_context.namespace_options.pid = pb.TARGET
+    cfg.linux.security_context.namespace_options.target_id = ok
+    expect(pb.CreateContainerRequest(pod_sandbox_id=pod.id, config=cfg), grpc.StatusCode.FAILED_PRECONDITION,
+           f"pid namespace target container {ok} is not running")
+    # Only the first container exists; nothing half-made is left in the state dir, and the
+    # conmon started for the one refused while its spec was made is gone, with its cgroup.
     assert [c.id for c in cri.runtime.ListContainers(pb.ListContainersRequest()).containers] == [ok]
     assert sorted(p.name for p in (cri.state_dir / "containers").iterdir()) == [ok]
+    assert len(conmon_pids(cri)) == 1
+    assert conmon_cgroups() == before
     with pytest.raises(grpc.RpcError) as exc:
         cri.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id="e" * 64))
     assert exc.value.code() == grpc.StatusCode.NOT_FOUND
