@@ -41,7 +41,13 @@ class ObservedRuntime(HandlerRuntime):
         return await self._timed("create", self.inner.create(request))
 
     async def begin_create(self, request: ContainerCreate) -> PendingCreate:
-        return _TimedCreate(self, await self._timed("create", self.inner.begin_create(request)))
+        start = time.monotonic()
+        try:
+            inner = await self.inner.begin_create(request)
+        except BaseException:
+            self._observe(self.name, "create", time.monotonic() - start, True)
+            raise
+        return _TimedCreate(self, inner, time.monotonic() - start)
 
     async def start(self, container_id: str) -> None:
         await self._timed("start", self.inner.start(container_id))
@@ -72,14 +78,30 @@ class ObservedRuntime(HandlerRuntime):
 
 
 class _TimedCreate(PendingCreate):
-    """A begun create whose finish is timed (and counted as failed) like a whole create."""
+    """A begun create, observed once as one "create": the time of its begin and its finish
+    (not what the daemon did in between), failed if either failed or it was cancelled."""
 
-    def __init__(self, runtime: ObservedRuntime, inner: PendingCreate) -> None:
+    def __init__(self, runtime: ObservedRuntime, inner: PendingCreate, begun: float) -> None:
         self._observed = runtime
         self._inner = inner
+        self._begun = begun
 
     async def finish(self) -> int:
-        return await self._observed._timed("create", self._inner.finish())
+        start = time.monotonic()
+        failed = True
+        try:
+            pid = await self._inner.finish()
+            failed = False
+            return pid
+        finally:
+            self._report(time.monotonic() - start, failed)
 
     async def cancel(self) -> None:
-        await self._inner.cancel()
+        try:
+            await self._inner.cancel()
+        finally:
+            self._report(0.0, True)
+
+    def _report(self, seconds: float, failed: bool) -> None:
+        o = self._observed
+        o._observe(o.name, "create", self._begun + seconds, failed)

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cri_shim.errors import InvalidArgument
 from cri_shim.metrics_endpoint import MetricsEndpoint, parse_address
+from cri_shim.runtimes.handler_runtime import PendingCreate
 from cri_shim.runtimes.observed import ObservedRuntime
 from cri_shim.telemetry import Telemetry
 
@@ -99,6 +100,14 @@ class FakeRuntime:
         if container_id == "bad":
             raise RuntimeError("no")
 
+    async def create(self, request: Any) -> int:
+        if request == "bad":
+            raise RuntimeError("no")
+        return 42
+
+    async def begin_create(self, request: Any) -> PendingCreate:
+        return PendingCreate(self, request)  # type: ignore[arg-type]  # what HandlerRuntime's does
+
     async def features(self) -> dict[str, Any]:
         return {"ociVersionMin": "1.0.0"}
 
@@ -115,6 +124,23 @@ def test_observed_runtime_times_every_verb_and_counts_failures(tmp_path: Path) -
     asyncio.run(main())
     assert seen == [("fake", "start", False), ("fake", "start", True), ("fake", "features", False)]
     assert rt.extra == "passed through"
+
+
+def test_a_create_begun_early_is_observed_once() -> None:
+    """begin_create and finish (or cancel) make one "create" observation, not two."""
+    seen: list[tuple[str, str, bool]] = []
+    rt = ObservedRuntime(FakeRuntime(), lambda h, v, s, failed: seen.append((h, v, failed)))  # type: ignore[arg-type]
+
+    async def main() -> None:
+        pending = await rt.begin_create("ok")  # type: ignore[arg-type]
+        assert seen == []
+        assert await pending.finish() == 42
+        pending = await rt.begin_create("bad")  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError):
+            await pending.finish()
+        await (await rt.begin_create("ok")).cancel()  # type: ignore[arg-type]
+    asyncio.run(main())
+    assert seen == [("fake", "create", False), ("fake", "create", True), ("fake", "create", True)]
 
 
 def test_rpc_families_match_prometheus_clients_own_counter_and_histogram() -> None:
