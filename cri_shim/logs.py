@@ -72,11 +72,6 @@ def request_ids(request: Any) -> Ids:
     return tuple((key, value) for field, key in fields if (value := getattr(request, field)))
 
 
-def ids_of(request: Any) -> dict[str, str]:
-    """request_ids as a dict."""
-    return dict(request_ids(request))
-
-
 class _IdsFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in _ids.get():

@@ -1,14 +1,13 @@
 """Running a container's OCI runtime `create` under conmon.
 
-conmon is started with a start pipe (_OCI_STARTPIPE), which it reads before it does
-anything else, and a sync pipe (_OCI_SYNCPIPE): after the runtime's `create` it writes
-one JSON line, {"pid": N} on success or {"pid": -1, "message": "..."} on failure. So
-conmon is spawned, and joins its cgroup, while the container's bundle is still being made
-(`spawn`), and runs the create once the bundle is complete (`go`); CreateContainer
-waits for neither the join nor conmon's start. conmon double-forks, so it outlives us; it writes the CRI log,
-the exit code to <exit_dir>/<id> and, on an OOM kill, the file "oom" to the
-persist dir. conmon joins its cgroup (conmon_cgroup.py) before it starts, so it and
-the runtime's `create` it runs are never accounted to the daemon.
+conmon is started with a start pipe (_OCI_STARTPIPE), which it reads before it forks or
+runs anything, and a sync pipe (_OCI_SYNCPIPE): after the runtime's `create` it writes one
+JSON line, {"pid": N} on success or {"pid": -1, "message": "..."} on failure. So conmon is
+spawned, and joins its cgroup (conmon_cgroup.py), while the container's bundle is still
+being made (`spawn`), and runs the create once the bundle is complete (`go`). conmon and
+the create it runs are never accounted to the daemon. conmon double-forks, so it outlives
+us; it writes the CRI log, the exit code to <exit_dir>/<id> and, on an OOM kill, the file
+"oom" to the persist dir.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ class ConmonOCIRuntime(HandlerRuntime):
         self.root.mkdir(parents=True, exist_ok=True)
         args.cgroup_procs = await conmon_cgroup.prepare(self.conmon.config, request.pod,
                                                         request.container_id, request.bundle)
-        return _ConmonCreate(self, request, await conmon.spawn(args))
+        return _ConmonCreate(await conmon.spawn(args))
 
     async def start(self, container_id: str) -> None:
         await self.oci.start(container_id)
@@ -158,8 +158,7 @@ def conmon_oci_runtime(name: str, binary_path: str, root: Path, handler: Runtime
 
 
 class _ConmonCreate(PendingCreate):
-    def __init__(self, runtime: ConmonOCIRuntime, request: ContainerCreate, spawned: conmon.Spawned) -> None:
-        super().__init__(runtime, request)
+    def __init__(self, spawned: conmon.Spawned) -> None:
         self._spawned = spawned
 
     async def finish(self) -> int:

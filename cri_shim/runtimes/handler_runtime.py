@@ -39,20 +39,31 @@ class ExecResult:
     exit_code: int
 
 
-class PendingCreate:
+class PendingCreate(abc.ABC):
     """A create begun before the container's bundle is complete (HandlerRuntime.begin_create):
     exactly one of `finish` (the bundle's config.json is written) or `cancel` follows."""
+
+    @abc.abstractmethod
+    async def finish(self) -> int:
+        """Create the container; return its host pid (as HandlerRuntime.create)."""
+
+    @abc.abstractmethod
+    async def cancel(self) -> None:
+        """The bundle will not be completed: undo what was begun."""
+
+
+class DeferredCreate(PendingCreate):
+    """Nothing begun: `finish` is the runtime's whole create."""
 
     def __init__(self, runtime: HandlerRuntime, request: ContainerCreate) -> None:
         self._runtime = runtime
         self._request = request
 
     async def finish(self) -> int:
-        """Create the container; return its host pid (as HandlerRuntime.create)."""
         return await self._runtime.create(self._request)
 
     async def cancel(self) -> None:
-        """The bundle will not be completed: undo what was begun."""
+        pass
 
 
 class HandlerRuntime(abc.ABC):
@@ -68,7 +79,7 @@ class HandlerRuntime(abc.ABC):
         """Begin what creating the container can do before its bundle's config.json exists
         (a monitor's start, its cgroup), so that it overlaps with making the rootfs and the
         spec. By default nothing: `finish` does it all."""
-        return PendingCreate(self, request)
+        return DeferredCreate(self, request)
 
     @abc.abstractmethod
     async def start(self, container_id: str) -> None: ...

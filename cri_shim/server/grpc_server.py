@@ -317,14 +317,14 @@ class GrpcServer:
         return framed(data)
 
     async def _unary(self, conn: http2.Connection, st: http2.Stream, method: Method, request: Any) -> None:
-        reply, answering = await answer_unary(method.behavior, method.name, self._observe, request, None)
+        reply, seconds, ids = await answer_unary(method.behavior, method.name, self._observe, request, None)
         st.observed = True
         message = self._message(method, reply)
         # Counted and logged before the answer leaves, unlike the inline calls: a call that
         # waited takes milliseconds, which the bookkeeping does not change, while bookkeeping
         # after the write runs just as the client is woken to send its next call, often on
         # this CPU, and that call then waits for it.
-        answering.answered()
+        succeeded(method.name, seconds, self._observe, ids)
         if not self._reply_now(conn, st, message):
             await self._reply_rest(conn, st, message)
 

@@ -116,41 +116,6 @@ def _failure(exc: Exception, method: str, start: float, observe: RPCObserver) ->
     return RPCFailure(code, message)
 
 
-class Answering:
-    """Around one call that may wait: its request's ids on the log lines inside, and what it
-    raised logged, counted and turned into RPCFailure. Success is logged and counted by
-    `answered`, which the server calls as the answer is about to be written. A class, not a
-    generator context manager: every async call enters one. (The inline calls use
-    `answer_now` and `succeeded`, after their answer is written.)"""
-
-    __slots__ = ("_method", "_observe", "_ids", "_token", "start", "seconds")
-
-    def __init__(self, method: str, observe: RPCObserver, request: Any) -> None:
-        self._method = method
-        self._observe = observe
-        self._ids = logs.request_ids(request)
-        self._token: Any = None
-        self.start = 0.0
-        self.seconds = 0.0
-
-    def __enter__(self) -> None:
-        self.start = time.monotonic()
-        self._token = logs.enter(self._ids)
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        try:
-            if exc is None:
-                self.seconds = time.monotonic() - self.start
-            elif isinstance(exc, Exception):  # the conversion point; cancellation passes through
-                raise _failure(exc, self._method, self.start, self._observe) from exc
-        finally:
-            logs.leave(self._token)
-
-    def answered(self) -> None:
-        """The call succeeded: logged (with its request's ids) and counted."""
-        succeeded(self._method, self.seconds, self._observe, self._ids)
-
-
 def succeeded(method: str, seconds: float, observe: RPCObserver, ids: logs.Ids = ()) -> None:
     """A call answered OK: counted, and logged with its request's `ids` (the polled calls at
     DEBUG, so the line and its context cost nothing at the default level)."""
@@ -167,9 +132,8 @@ def succeeded(method: str, seconds: float, observe: RPCObserver, ids: logs.Ids =
 def answer_now(behavior: Callable[..., Any], method: str, observe: RPCObserver,
                request: Any, context: Any) -> tuple[Any, float, logs.Ids]:
     """What a plain (not async) `behavior` answers `request`, the seconds it took and the
-    request's ids: `succeeded` takes the last two once the answer is written. RPCFailure,
-    logged and counted, for what it raised. Answering's work without the object: the polled
-    calls come this way."""
+    request's ids (on the log lines inside); the server hands the last two to `succeeded`
+    once the answer is written. RPCFailure, logged and counted, for what it raised."""
     ids = logs.request_ids(request)
     token = logs.enter(ids)
     start = time.monotonic()
@@ -183,15 +147,20 @@ def answer_now(behavior: Callable[..., Any], method: str, observe: RPCObserver,
 
 
 async def answer_unary(behavior: Callable[..., Any], method: str, observe: RPCObserver,
-                       request: Any, context: Any) -> tuple[Any, Answering]:
-    """What `behavior` (async or not) answers `request`, and the call's Answering (as
-    answer_now); RPCFailure, logged and counted, for what it raised."""
-    a = Answering(method, observe, request)
-    with a:
+                       request: Any, context: Any) -> tuple[Any, float, logs.Ids]:
+    """As answer_now, for a `behavior` that may be async; cancellation passes through."""
+    ids = logs.request_ids(request)
+    token = logs.enter(ids)
+    start = time.monotonic()
+    try:
         result = behavior(request, context)
         if inspect.isawaitable(result):
             result = await result
-    return result, a
+    except Exception as exc:  # noqa: BLE001 - this is the conversion point
+        raise _failure(exc, method, start, observe) from exc
+    finally:
+        logs.leave(token)
+    return result, time.monotonic() - start, ids
 
 
 async def answer_stream(behavior: Callable[..., Any], method: str, observe: RPCObserver,
@@ -213,10 +182,10 @@ async def answer_stream(behavior: Callable[..., Any], method: str, observe: RPCO
 def _wrap_unary(behavior: Callable[..., Any], method: str, observe: RPCObserver) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            result, answering = await answer_unary(behavior, method, observe, request, context)
+            result, seconds, ids = await answer_unary(behavior, method, observe, request, context)
         except RPCFailure as f:
             await context.abort(f.code, f.message)
-        answering.answered()
+        succeeded(method, seconds, observe, ids)
         # grpcio serializes with the response type's own method, which wants a message
         return result.decoded() if isinstance(result, Encoded) else result
 

@@ -28,7 +28,7 @@ def test_json_lines_carry_the_requests_ids(captured: io.StringIO) -> None:
     logs.setup("info", "json", captured)
     log = logging.getLogger("cri_shim.test")
     request = pb.StopContainerRequest(container_id="c" * 64)
-    with logs.about(**logs.ids_of(request)), logs.about(pod_id="p1"):
+    with logs.about(**dict(logs.request_ids(request))), logs.about(pod_id="p1"):
         log.info("stopping %s", "it")
 
         async def later() -> None:  # a task started inside inherits the ids
@@ -44,9 +44,9 @@ def test_json_lines_carry_the_requests_ids(captured: io.StringIO) -> None:
 
 
 def test_ids_of_requests() -> None:
-    assert logs.ids_of(pb.CreateContainerRequest(pod_sandbox_id="p")) == {"pod_id": "p"}
-    assert logs.ids_of(pb.ExecSyncRequest(container_id="c")) == {"container_id": "c"}
-    assert logs.ids_of(pb.VersionRequest()) == {}
+    assert dict(logs.request_ids(pb.CreateContainerRequest(pod_sandbox_id="p"))) == {"pod_id": "p"}
+    assert dict(logs.request_ids(pb.ExecSyncRequest(container_id="c"))) == {"container_id": "c"}
+    assert dict(logs.request_ids(pb.VersionRequest())) == {}
 
 
 def test_sigusr1_toggles_debug(captured: io.StringIO) -> None:

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cri_shim.errors import InvalidArgument
 from cri_shim.metrics_endpoint import MetricsEndpoint, parse_address
-from cri_shim.runtimes.handler_runtime import PendingCreate
+from cri_shim.runtimes.handler_runtime import DeferredCreate, PendingCreate
 from cri_shim.runtimes.observed import ObservedRuntime
 from cri_shim.telemetry import Telemetry
 
@@ -106,7 +106,7 @@ class FakeRuntime:
         return 42
 
     async def begin_create(self, request: Any) -> PendingCreate:
-        return PendingCreate(self, request)  # type: ignore[arg-type]  # what HandlerRuntime's does
+        return DeferredCreate(self, request)  # type: ignore[arg-type]  # what HandlerRuntime's does
 
     async def features(self) -> dict[str, Any]:
         return {"ociVersionMin": "1.0.0"}
