@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from cri_shim import cgroup_paths, cgroupfs
-from cri_shim.atomic_file import write_atomic
+from cri_shim.atomic_file import write_state
 from cri_shim.config import Config
 from cri_shim.containers.spec_gen import PodContext
 from cri_shim.errors import Internal
@@ -32,7 +32,7 @@ async def prepare(config: Config, pod: PodContext, container_id: str, bundle: Pa
     rel = cgroup_paths.conmon_cgroup(config.cgroup_driver, config.conmon_cgroup, pod.cgroup_parent,
                                      pod.id, container_id)
     # Recorded before it exists, so a failure half-way is still cleaned up by remove().
-    await asyncio.to_thread(write_atomic, bundle / RECORD, rel + "\n")
+    await asyncio.to_thread(write_state, bundle / RECORD, rel + "\n")
     try:
         return tuple(await asyncio.to_thread(cgroupfs.create, rel))
     except OSError as e:

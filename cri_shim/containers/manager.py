@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cri_shim import cgroup_paths, mounts
-from cri_shim.atomic_file import PRIVATE_FILE, write_atomic
+from cri_shim.atomic_file import PRIVATE_FILE, write_state
 from cri_shim.config import Config
 from cri_shim.containers import attach as attach_io
 from cri_shim.containers import cdi, conmon, conmon_cgroup, exit_watch, stop_signals, views
@@ -399,7 +399,7 @@ class ContainerManager:
             rootfs=str(rootfs),
         )
         c.spec_json = spec.to_json(indent=1)
-        await asyncio.to_thread(write_atomic, bundle / "config.json", c.spec_json, PRIVATE_FILE)
+        await asyncio.to_thread(write_state, bundle / "config.json", c.spec_json, PRIVATE_FILE)
         if record_to is not None:
             nnp = bool(spec.process and spec.process.no_new_privileges)
             binary = self.handlers.get(c.meta.handler).path or ""

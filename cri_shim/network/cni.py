@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cri_shim.atomic_file import PRIVATE_FILE, write_atomic
+from cri_shim.atomic_file import PRIVATE_FILE, write_state
 from cri_shim.network.cni_config import NetworkConfig, find_plugin
 
 PLUGIN_TIMEOUT = 60.0
@@ -178,7 +178,7 @@ class CNINetwork:
                 await self._del_with(self.net, req, result)
             raise
         assert result is not None
-        await asyncio.to_thread(write_atomic, self._cache_path(req), json.dumps({
+        await asyncio.to_thread(write_state, self._cache_path(req), json.dumps({
             "config": self.net.raw, "result": result, "portMappings": req.port_mappings,
         }).encode(), PRIVATE_FILE)
         return result

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cri_shim import cgroupfs
-from cri_shim.atomic_file import write_atomic
+from cri_shim.atomic_file import write_state
 from cri_shim.errors import Internal
 
 START_TIMEOUT = 10.0
@@ -140,7 +140,7 @@ async def start(pause: str, pins: dict[str, Path], new_pidns: bool, procs: Seque
         if pid and start_ticks is not None:
             rec = InfraProcess(pid, start_ticks, spawned, start_time(spawned) or 0)
             try:
-                await asyncio.to_thread(write_atomic, pidfile, json.dumps(asdict(rec)))
+                await asyncio.to_thread(write_state, pidfile, json.dumps(asdict(rec)))
             except OSError as e:
                 await stop(pidfile, "", rec)
                 raise Internal(f"infra process: writing {pidfile}: {e.strerror}") from None

@@ -2,7 +2,7 @@
 
 Order of RunPodSandbox, chosen so that a crash at any point is undone by recovery:
 record (state creating) -> pod dir and files -> pinned namespaces -> sysctls ->
-/dev/shm -> infra cgroup and process -> CNI ADD -> record (state ready).
+/dev/shm -> infra cgroup -> the infra process and CNI ADD, side by side -> record (state ready).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cri_shim import cgroup_paths, cgroupfs, mounts
-from cri_shim.atomic_file import write_atomic
+from cri_shim.atomic_file import PRIVATE_FILE, SHARED_FILE, write_state
 from cri_shim.config import Config
 from cri_shim.criapi import api_pb2 as pb
 from cri_shim.encoded import View
@@ -247,10 +247,10 @@ class SandboxManager:
         hostname = cfg.hostname or os.uname().nodename
         if len(hostname) > 64:
             raise InvalidArgument(f"hostname {hostname[:20]!r}... is longer than 64 characters")
-        resolv = pod_files.resolv_conf(cfg.dns_config)
-        await asyncio.to_thread(write_atomic, d / "hostname", hostname + "\n")
-        await asyncio.to_thread(write_atomic, d / "resolv.conf", resolv)
-        await asyncio.to_thread(write_atomic, d / "hosts", pod_files.hosts_file(hostname, []))
+        await asyncio.to_thread(_write_files, d, {
+            "hostname": hostname + "\n", "resolv.conf": pod_files.resolv_conf(cfg.dns_config),
+            "hosts": pod_files.hosts_file(hostname, []),
+        })
         if cfg.log_directory:
             Path(cfg.log_directory).mkdir(parents=True, exist_ok=True)
         pins = sb.pins()
@@ -272,12 +272,33 @@ class SandboxManager:
             procs = await asyncio.to_thread(cgroupfs.create, sb.meta.infra_cgroup)
         except OSError as e:
             raise Internal(f"pod {sb.meta.id}: creating cgroup {sb.meta.infra_cgroup}: {e}") from None
+        # The infra process and the network need only the pins, not each other, so they are
+        # made side by side: the infra process's first cgroup.procs write waits for an RCU
+        # grace period (about 20 ms), while CNI ADD runs its plugins. Both finish before a
+        # failure is raised, so the teardown that follows finds everything either one made.
+        done = await asyncio.gather(self._start_infra(sb, pins, procs),
+                                    self._add_network(sb, network, hostname),
+                                    return_exceptions=True)
+        failed = [r for r in done if isinstance(r, BaseException)]
+        for extra in failed[1:]:
+            log.warning("pod %s: %s", sb.meta.id, extra)
+        if failed:
+            raise failed[0]
+        sb.status.state = READY
+        views.sandbox_status(sb, False)  # the view the kubelet asks for next, built now
+        await asyncio.to_thread(self.store.put_status, sb.meta.id, sb.status)
+
+    async def _start_infra(self, sb: Sandbox, pins: dict[str, Path], procs: list[Path]) -> None:
         new_pidns = sb.meta.shared_pid and not sb.meta.host_pid
         rec = await infra.start(self.config.pause_init, pins, new_pidns, procs, sb.infra_pidfile,
-                                d / "infra.log")
+                                sb.dir / "infra.log")
         sb.status.infra_pid, sb.status.infra_start = rec.pid, rec.start
         if new_pidns:
             sb.status.holder_pid = rec.pid
+
+    async def _add_network(self, sb: Sandbox, network: CNINetwork | None, hostname: str) -> None:
+        """CNI ADD (none for a host-network pod), then the pod's hosts file with its addresses."""
+        files = {}
         if network is not None:
             try:
                 result = await network.add(self._net_request(sb))
@@ -285,12 +306,9 @@ class SandboxManager:
                 raise Internal(f"pod {sb.meta.id}: network setup failed: {e}") from None
             sb.status.ips = pod_ips(result).ips
             sb.status.network_ready = True
-            await asyncio.to_thread(write_atomic, d / "cni-result.json", json.dumps(result))
-        await asyncio.to_thread(write_atomic, d / "hosts",
-                                pod_files.hosts_file(hostname, sb.status.ips))
-        sb.status.state = READY
-        views.sandbox_status(sb, False)  # the view the kubelet asks for next, built now
-        await asyncio.to_thread(self.store.put_status, sb.meta.id, sb.status)
+            files["cni-result.json"] = json.dumps(result)
+        files["hosts"] = pod_files.hosts_file(hostname, sb.status.ips)
+        await asyncio.to_thread(_write_files, sb.dir, files)
 
     # --- Stop / Remove ---------------------------------------------------------------------
 
@@ -448,3 +466,11 @@ def _namespaced_sysctl(key: str, sb: Sandbox) -> bool:
 
 async def _noop(pod_id: str) -> None:
     return None
+
+
+def _write_files(d: Path, files: dict[str, str]) -> None:
+    """The pod's own files, in one trip to a thread (cri_shim.atomic_file.write_state: the pod
+    directory is in the state directory). The CNI result is root's, as every configuration
+    file is; hosts, hostname and resolv.conf are bind-mounted into containers, readable by all."""
+    for name, text in files.items():
+        write_state(d / name, text, PRIVATE_FILE if name == "cni-result.json" else SHARED_FILE)

@@ -348,7 +348,10 @@ def test_failed_run_pod_sandbox_leaves_nothing(daemon_factory, cri, test_network
     with pytest.raises(grpc.RpcError) as exc:
         run_pod(d, pod_config("noinfra", parent))
     assert exc.value.code() == grpc.StatusCode.INTERNAL and "infra process" in exc.value.details()
-    # CNI ADD fails after the infra process started.
+    # CNI ADD ran beside the failing infra process, and its address went back to the pool.
+    assert test_network.allocated_ips() == []
+    assert not test_network.cache_dir.exists() or list(test_network.cache_dir.rglob("*-*")) == []
+    # CNI ADD fails while the infra process starts.
     conf = tmp_path / "broken-net.d"
     conf.mkdir()
     (conf / "10-broken.conflist").write_text(json.dumps({

@@ -75,6 +75,15 @@ def test_not_durable_skips_only_the_fsyncs(tmp_path: Path, rec: Recorder) -> Non
     assert [k for k, _ in rec.calls] == ["rename"]
 
 
+def test_a_state_file_is_renamed_into_place_without_fsyncs(tmp_path: Path, rec: Recorder) -> None:
+    # The state directory's files (a pod's hosts, a bundle's config.json): atomic, not durable.
+    atomic_file.write_state(tmp_path / "pods" / "p1" / "hosts", "127.0.0.1 localhost\n")
+    atomic_file.write_state(tmp_path / "cni-result.json", "{}", atomic_file.PRIVATE_FILE)
+    assert [k for k, _ in rec.calls] == ["rename", "rename"]
+    assert (tmp_path / "pods" / "p1" / "hosts").read_text() == "127.0.0.1 localhost\n"
+    assert stat.S_IMODE((tmp_path / "cni-result.json").stat().st_mode) == atomic_file.PRIVATE_FILE
+
+
 @pytest.mark.parametrize("mode", [0o600, 0o644])
 def test_mode_is_exact_whatever_the_umask(tmp_path: Path, mode: int) -> None:
     old = os.umask(0o077)
