@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import signal
@@ -171,6 +172,11 @@ class Daemon:
             loop.add_signal_handler(signal.SIGUSR1, logs.toggle_debug)
             pidfile = Path(cfg.state_dir) / "cri-shim.pid"
             await asyncio.to_thread(write_atomic, pidfile, f"{os.getpid()}\n", SHARED_FILE)
+            # What start-up made (modules, descriptors, the recovered pods and containers) lives
+            # for the daemon's lifetime: out of the collector's sight, a full collection no
+            # longer walks it (47 ms here, at any call it happened to land on).
+            gc.collect()
+            gc.freeze()
             log.info("cri-shim serving on %s (state %s, root %s)", cfg.socket, cfg.state_dir, cfg.root_dir)
             # systemd (Type=notify): ready once the socket answers
             sd_notify.notify(READY=1, MAINPID=os.getpid(), STATUS=f"serving on {cfg.socket}")
