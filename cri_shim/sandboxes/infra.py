@@ -188,10 +188,35 @@ async def stop(pidfile: Path, cgroup_rel: str, rec: InfraProcess | None = None) 
 
 
 async def _wait_gone(pids: Sequence[int], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if all(_gone(p) for p in pids):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.01)
+    """True once none of `pids` runs (our exited children reaped), False after `timeout`.
+
+    Each process is watched through a pidfd, which turns readable the moment it exits, so the
+    wait ends then rather than at the next tick of a poll."""
+    loop = asyncio.get_running_loop()
+    watched: list[int] = []
+    exits: list[asyncio.Future[None]] = []
+    try:
+        for pid in pids:
+            if _gone(pid):
+                continue
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            watched.append(fd)
+            exited: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, _exited, loop, fd, exited)
+            exits.append(exited)
+        if exits:
+            await asyncio.wait(exits, timeout=timeout)
+    finally:
+        for fd in watched:
+            loop.remove_reader(fd)
+            os.close(fd)
+    return all(_gone(p) for p in pids)
+
+
+def _exited(loop: asyncio.AbstractEventLoop, fd: int, exited: asyncio.Future[None]) -> None:
+    loop.remove_reader(fd)
+    if not exited.done():
+        exited.set_result(None)

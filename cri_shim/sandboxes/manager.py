@@ -336,22 +336,9 @@ class SandboxManager:
     async def _teardown(self, sb: Sandbox) -> None:
         """Release network and namespaces; each step runs even when an earlier one failed,
         and tolerates having been done already. Raises Internal naming what failed."""
-        errors = []
-        if not sb.meta.host_network and not sb.status.network_released:
-            try:
-                net = self.network()
-                await net.delete(self._net_request(sb))
-                sb.status.network_released = True
-            except FailedPrecondition:
-                # No configuration any more: nothing we can run DEL with; drop the cache.
-                pass
-            except Exception as e:  # noqa: BLE001 - a failed step must not skip the rest
-                errors.append(f"network: {e}")
-        if sb.meta.infra_cgroup:
-            try:
-                await infra.stop(sb.infra_pidfile, sb.meta.infra_cgroup)
-            except Exception as e:  # noqa: BLE001
-                errors.append(f"infra process: {e}")
+        # CNI DEL and the infra process's end are independent (the pin keeps the network
+        # namespace), so they run side by side.
+        errors = [e for e in await asyncio.gather(self._release_network(sb), self._stop_infra(sb)) if e]
         # The PID-namespace holder of pods made before the infra process existed.
         namespaces.stop_pid_holder(sb.dir / "pidns-holder.pid")
         sb.status.infra_pid = sb.status.infra_start = sb.status.holder_pid = 0
@@ -363,6 +350,29 @@ class SandboxManager:
         sb.status.network_ready = False
         if errors:
             raise Internal(f"pod {sb.meta.id}: teardown: {'; '.join(errors)}")
+
+    async def _release_network(self, sb: Sandbox) -> str:
+        """CNI DEL for the pod, once; what failed, or "" (a failed step must not skip the rest)."""
+        if sb.meta.host_network or sb.status.network_released:
+            return ""
+        try:
+            await self.network().delete(self._net_request(sb))
+            sb.status.network_released = True
+        except FailedPrecondition:
+            # No configuration any more: nothing we can run DEL with; drop the cache.
+            pass
+        except Exception as e:  # noqa: BLE001
+            return f"network: {e}"
+        return ""
+
+    async def _stop_infra(self, sb: Sandbox) -> str:
+        if not sb.meta.infra_cgroup:
+            return ""
+        try:
+            await infra.stop(sb.infra_pidfile, sb.meta.infra_cgroup)
+        except Exception as e:  # noqa: BLE001
+            return f"infra process: {e}"
+        return ""
 
     async def stop_sandbox(self, sandbox_id: str) -> None:
         sb = self.find(sandbox_id)

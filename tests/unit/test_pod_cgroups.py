@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -242,6 +243,35 @@ def test_infra_life_cycle(tmp_path: Path) -> None:
             await infra.start("/nonexistent/catatonit", {}, False, [procs], pidfile, tmp_path / "bad.log")
         with pytest.raises(Internal, match="cannot run /nonexistent/catatonit"):
             await infra.start("/nonexistent/catatonit", {}, False, [], pidfile, tmp_path / "bad.log")
+
+    asyncio.run(scenario())
+
+
+def test_waiting_for_processes_to_end() -> None:
+    """_wait_gone: through pidfds, an exit ends the wait; our exited child is reaped."""
+
+    async def scenario() -> None:
+        fds = len(os.listdir("/proc/self/fd"))
+        child = subprocess.Popen(["sleep", "30"])
+        other = subprocess.Popen(["sleep", "30"])
+        try:
+            # One keeps running: the wait gives up at its timeout.
+            assert not await infra._wait_gone([child.pid, other.pid], 0.2)
+            asyncio.get_running_loop().call_later(0.05, child.kill)
+            asyncio.get_running_loop().call_later(0.05, other.kill)
+            began = time.monotonic()
+            assert await infra._wait_gone([child.pid, other.pid], 30)
+            assert time.monotonic() - began < 20  # the exits ended the wait, not its timeout
+            # Reaped by the wait itself: no zombie is left, and the pid is no longer ours.
+            with pytest.raises(ChildProcessError):
+                os.waitpid(child.pid, os.WNOHANG)
+            assert await infra._wait_gone([child.pid], 0.2)  # gone already
+            assert await infra._wait_gone([], 0.2)
+        finally:
+            for p in (child, other):
+                if p.returncode is None and infra.start_time(p.pid) is not None:
+                    p.kill()
+        assert len(os.listdir("/proc/self/fd")) == fds  # every pidfd closed
 
     asyncio.run(scenario())
 
