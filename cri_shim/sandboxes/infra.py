@@ -191,7 +191,8 @@ async def _wait_gone(pids: Sequence[int], timeout: float) -> bool:
     """True once none of `pids` runs (our exited children reaped), False after `timeout`.
 
     Each process is watched through a pidfd, which turns readable the moment it exits, so the
-    wait ends then rather than at the next tick of a poll."""
+    wait ends then rather than at the next tick of a poll. Where a pidfd cannot be had (a
+    kernel before Linux 5.3, no descriptor left) it polls every 10 ms instead."""
     loop = asyncio.get_running_loop()
     watched: list[int] = []
     exits: list[asyncio.Future[None]] = []
@@ -203,17 +204,26 @@ async def _wait_gone(pids: Sequence[int], timeout: float) -> bool:
                 fd = os.pidfd_open(pid)
             except ProcessLookupError:
                 continue
+            except OSError:
+                break
             watched.append(fd)
             exited: asyncio.Future[None] = loop.create_future()
             loop.add_reader(fd, _exited, loop, fd, exited)
             exits.append(exited)
-        if exits:
-            await asyncio.wait(exits, timeout=timeout)
+        else:
+            if exits:
+                await asyncio.wait(exits, timeout=timeout)
+            return all(_gone(p) for p in pids)
     finally:
         for fd in watched:
             loop.remove_reader(fd)
             os.close(fd)
-    return all(_gone(p) for p in pids)
+    deadline = time.monotonic() + timeout
+    while not all(_gone(p) for p in pids):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
 
 
 def _exited(loop: asyncio.AbstractEventLoop, fd: int, exited: asyncio.Future[None]) -> None:

@@ -276,6 +276,29 @@ def test_waiting_for_processes_to_end() -> None:
     asyncio.run(scenario())
 
 
+def test_waiting_without_pidfds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel without pidfd_open (before 5.3): the same wait, by polling."""
+
+    def no_pidfd(pid: int, flags: int = 0) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+
+    async def scenario() -> None:
+        child = subprocess.Popen(["sleep", "30"])
+        try:
+            assert not await infra._wait_gone([child.pid], 0.1)
+            asyncio.get_running_loop().call_later(0.05, child.kill)
+            assert await infra._wait_gone([child.pid], 30)
+            with pytest.raises(ChildProcessError):
+                os.waitpid(child.pid, os.WNOHANG)
+        finally:
+            if infra.start_time(child.pid) is not None:
+                child.kill()
+
+    asyncio.run(scenario())
+
+
 # --- conmon's cgroup and pod stats -----------------------------------------------------------
 
 
