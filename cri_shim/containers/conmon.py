@@ -149,11 +149,6 @@ async def abandon(s: Spawned) -> None:
     await s.proc.wait()
 
 
-async def create(args: ConmonArgs) -> int:
-    """Spawn conmon, let it run the runtime's create at once; return the container's host pid."""
-    return await go(await spawn(args))
-
-
 def _read_all(fd: int) -> bytes:
     chunks = []
     while True:

@@ -193,37 +193,43 @@ async def _wait_gone(pids: Sequence[int], timeout: float) -> bool:
     Each process is watched through a pidfd, which turns readable the moment it exits, so the
     wait ends then rather than at the next tick of a poll. Where a pidfd cannot be had (a
     kernel before Linux 5.3, no descriptor left) it polls every 10 ms instead."""
+    fds = _pidfds([p for p in pids if not _gone(p)])
+    if fds is None:
+        deadline = time.monotonic() + timeout
+        while not all(_gone(p) for p in pids):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
     loop = asyncio.get_running_loop()
-    watched: list[int] = []
     exits: list[asyncio.Future[None]] = []
     try:
-        for pid in pids:
-            if _gone(pid):
-                continue
-            try:
-                fd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                continue
-            except OSError:
-                break
-            watched.append(fd)
+        for fd in fds:
             exited: asyncio.Future[None] = loop.create_future()
             loop.add_reader(fd, _exited, loop, fd, exited)
             exits.append(exited)
-        else:
-            if exits:
-                await asyncio.wait(exits, timeout=timeout)
-            return all(_gone(p) for p in pids)
+        if exits:
+            await asyncio.wait(exits, timeout=timeout)
     finally:
-        for fd in watched:
+        for fd in fds:
             loop.remove_reader(fd)
             os.close(fd)
-    deadline = time.monotonic() + timeout
-    while not all(_gone(p) for p in pids):
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
+    return all(_gone(p) for p in pids)
+
+
+def _pidfds(pids: Sequence[int]) -> list[int] | None:
+    """A pidfd for each process still there; None (and none left open) if one cannot be had."""
+    fds: list[int] = []
+    for pid in pids:
+        try:
+            fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:
+            continue
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            return None
+    return fds
 
 
 def _exited(loop: asyncio.AbstractEventLoop, fd: int, exited: asyncio.Future[None]) -> None:

@@ -247,10 +247,11 @@ class SandboxManager:
         hostname = cfg.hostname or os.uname().nodename
         if len(hostname) > 64:
             raise InvalidArgument(f"hostname {hostname[:20]!r}... is longer than 64 characters")
-        await asyncio.to_thread(_write_files, d, {
-            "hostname": hostname + "\n", "resolv.conf": pod_files.resolv_conf(cfg.dns_config),
-            "hosts": pod_files.hosts_file(hostname, []),
-        })
+        await asyncio.to_thread(_write_files, d, [
+            ("hostname", hostname + "\n", SHARED_FILE),
+            ("resolv.conf", pod_files.resolv_conf(cfg.dns_config), SHARED_FILE),
+            ("hosts", pod_files.hosts_file(hostname, []), SHARED_FILE),
+        ])
         if cfg.log_directory:
             Path(cfg.log_directory).mkdir(parents=True, exist_ok=True)
         pins = sb.pins()
@@ -298,7 +299,7 @@ class SandboxManager:
 
     async def _add_network(self, sb: Sandbox, network: CNINetwork | None, hostname: str) -> None:
         """CNI ADD (none for a host-network pod), then the pod's hosts file with its addresses."""
-        files = {}
+        files = []
         if network is not None:
             try:
                 result = await network.add(self._net_request(sb))
@@ -306,8 +307,8 @@ class SandboxManager:
                 raise Internal(f"pod {sb.meta.id}: network setup failed: {e}") from None
             sb.status.ips = pod_ips(result).ips
             sb.status.network_ready = True
-            files["cni-result.json"] = json.dumps(result)
-        files["hosts"] = pod_files.hosts_file(hostname, sb.status.ips)
+            files.append(("cni-result.json", json.dumps(result), PRIVATE_FILE))  # root's, as configuration is
+        files.append(("hosts", pod_files.hosts_file(hostname, sb.status.ips), SHARED_FILE))
         await asyncio.to_thread(_write_files, sb.dir, files)
 
     # --- Stop / Remove ---------------------------------------------------------------------
@@ -478,9 +479,9 @@ async def _noop(pod_id: str) -> None:
     return None
 
 
-def _write_files(d: Path, files: dict[str, str]) -> None:
-    """The pod's own files, in one trip to a thread (cri_shim.atomic_file.write_state: the pod
-    directory is in the state directory). The CNI result is root's, as every configuration
-    file is; hosts, hostname and resolv.conf are bind-mounted into containers, readable by all."""
-    for name, text in files.items():
-        write_state(d / name, text, PRIVATE_FILE if name == "cni-result.json" else SHARED_FILE)
+def _write_files(d: Path, files: list[tuple[str, str, int]]) -> None:
+    """The pod's own files (name, text, mode), in one trip to a thread: write_state, as the
+    pod directory is in the state directory. hosts, hostname and resolv.conf are bind-mounted
+    into containers, so any user there reads them."""
+    for name, text, mode in files:
+        write_state(d / name, text, mode)

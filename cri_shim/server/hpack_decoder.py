@@ -37,7 +37,7 @@ class Decoder:
         self._dynamic: deque[tuple[str, str]] = deque()  # newest first
         self._sizes: deque[int] = deque()  # each entry's size, as RFC 7541 counts it
         self._size = 0
-        self._adds = 0  # entries the block being decoded added to the table
+        self._changes = 0  # how often the dynamic table changed (an entry added or evicted, its size)
         # Huffman-coded strings seen lately: a client sends the same few again and again
         self._huffman: dict[bytes, tuple[str, int]] = {}
         # Blocks decoded since the dynamic table last changed, and what they decoded to: a
@@ -93,8 +93,12 @@ class Decoder:
             return self._dynamic[d]
         raise HPACKError(f"index {index} is in neither table")
 
-    def _add(self, name: str, value: str, size: int) -> None:
+    def _changed(self) -> None:
+        self._changes += 1
         self._blocks.clear()  # the references they hold now mean other entries
+
+    def _add(self, name: str, value: str, size: int) -> None:
+        self._changed()
         self._dynamic.appendleft((name, value))
         self._sizes.appendleft(size)
         self._size += size
@@ -102,7 +106,7 @@ class Decoder:
 
     def _evict(self) -> None:
         if self._size > self._max_size:
-            self._blocks.clear()
+            self._changed()
         while self._size > self._max_size and self._dynamic:
             self._dynamic.pop()
             self._size -= self._sizes.pop()
@@ -114,16 +118,15 @@ class Decoder:
         headers = self._blocks.get(block)
         if headers is not None:
             return headers
-        table = len(self._dynamic), self._max_size
+        changes = self._changes
         headers = tuple(self._decode(block))
-        if table == (len(self._dynamic), self._max_size) and not self._adds:
+        if changes == self._changes:
             if len(self._blocks) >= MAX_BLOCKS:
                 self._blocks.clear()
             self._blocks[block] = headers
         return headers
 
     def _decode(self, block: bytes) -> list[tuple[str, str]]:
-        self._adds = 0
         headers: list[tuple[str, str]] = []
         total = 0
         pos = 0
@@ -147,7 +150,7 @@ class Decoder:
                 if size > DEFAULT_TABLE_SIZE:
                     raise HPACKError(f"table size {size} over the {DEFAULT_TABLE_SIZE} we allow")
                 if size != self._max_size:
-                    self._blocks.clear()
+                    self._changed()
                 self._max_size = size
                 self._evict()
                 continue
@@ -166,7 +169,6 @@ class Decoder:
                 value, pos, value_size = self._string(block, pos)
                 header = (name, value)
                 if indexing:
-                    self._adds += 1
                     self._add(name, value, name_size + value_size + ENTRY_OVERHEAD)
             total += len(header[0]) + len(header[1]) + ENTRY_OVERHEAD
             if total > self._max_list:

@@ -72,7 +72,7 @@ class Monitored:
             bundle=self.bundle, log_path=str(self.tmp / f"{self.id}.log"), exit_dir=self.tmp / "exits",
             persist_dir=self.bundle / "persist", socket_dir=self.socket_dir, stdin=True,
             stdin_once=stdin_once, terminal=terminal, runtime_args=tuple(self.rt.runtime_args()))
-        await conmon.create(args)
+        await conmon.go(await conmon.spawn(args))
         await self.rt.start(self.id)
 
     async def attach(self, client: Client, *, stdin_once: bool) -> asyncio.Task[None]:
